@@ -1,0 +1,111 @@
+"""Config sections owned by `learners/`: the policy-gradient learner and warm-up SFT."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class LearnerConfig:
+    """Policy-gradient update: advantages, loss, optimizer and stability guards (NUMERICS.md B)."""
+
+    advantage: str = "grpo"
+    """Advantage estimator by name: grpo, rloo, drgrpo, reinforce."""
+    adv_eps: float = 1e-6
+    """Epsilon added to the group std (GRPO)."""
+    filter_zero_groups: bool = False
+    """Drop groups whose rewards are all equal (their advantage is exactly 0) from the batch."""
+    loss: str = "ppo"
+    """Policy loss by name: ppo, gspo, cispo."""
+    clip_low: float = 0.2
+    """PPO ratio lower clip epsilon."""
+    clip_high: float = 0.28
+    """PPO ratio upper clip epsilon (clip-higher, DAPO)."""
+    dual_clip: float = 3.0
+    """Dual-clip constant c for negative advantages; 0 disables."""
+    tis_cap: float = 2.0
+    """Truncated importance sampling cap C on exp(logp_learner - logp_behavior); 0 disables."""
+    log_ratio_clamp: float = 20.0
+    """Clamp on log-ratios before exp."""
+    kl_coef: float = 0.0
+    """KL penalty to a frozen reference (k3 estimator); 0 disables and no reference is kept."""
+    kl_clamp: float = 10.0
+    """Clamp on the per-token k3 value."""
+    entropy_coef: float = 0.0
+    """Entropy bonus coefficient."""
+    aggregation: str = "token-mean"
+    """token-mean, seq-mean-token-mean or seq-mean-token-sum-norm (Dr.GRPO)."""
+    lr: float = 1e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    schedule: str = "constant"
+    """Learning-rate schedule after warm-up: constant, linear or cosine (over rl.steps)."""
+    epochs: int = 1
+    """Optimizer passes over each step's batch."""
+    micro_batch: int = 16
+    """Sequences per forward/backward (gradient accumulation); does not change the result beyond rounding."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip; 0 disables."""
+    spike_window: int = 20
+    """Window of recent finite values for spike detection."""
+    spike_factor: float = 10.0
+    """A loss or grad norm above factor x (robust scale of the window) is a spike and the step is skipped."""
+    max_consecutive_skips: int = 3
+    """After this many skipped steps in a row, roll back to the last good state."""
+    max_rollbacks: int = 3
+    """After this many rollbacks, stop with an error."""
+    rollback_lr_factor: float = 0.5
+    """Learning rate multiplier applied at each rollback."""
+
+    def check(self) -> list[tuple[str, str]]:
+        """Return (field, problem) pairs for impossible values."""
+        out = []
+        for name in ("lr", "log_ratio_clamp", "kl_clamp", "spike_factor", "rollback_lr_factor"):
+            if not getattr(self, name) > 0:
+                out.append((name, f"expected > 0, got {getattr(self, name)}"))
+        for name in ("epochs", "micro_batch", "spike_window", "max_consecutive_skips", "max_rollbacks"):
+            if getattr(self, name) <= 0:
+                out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
+        for name in ("clip_low", "clip_high", "dual_clip", "tis_cap", "kl_coef", "entropy_coef", "weight_decay", "grad_clip", "warmup_steps", "adv_eps"):
+            if getattr(self, name) < 0:
+                out.append((name, f"expected >= 0, got {getattr(self, name)}"))
+        if self.aggregation not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
+            out.append(("aggregation", f"expected token-mean, seq-mean-token-mean or seq-mean-token-sum-norm, got {self.aggregation!r}"))
+        if self.schedule not in ("constant", "linear", "cosine"):
+            out.append(("schedule", f"expected constant, linear or cosine, got {self.schedule!r}"))
+        return out
+
+
+@dataclass
+class WarmupConfig:
+    """Supervised warm-up on the env's expert demonstrations (loss on agent tokens only)."""
+
+    steps: int = 800
+    """Optimizer steps."""
+    batch_size: int = 32
+    """Demonstrations per step."""
+    lr: float = 2e-3
+    """AdamW learning rate (cosine decay to 10%)."""
+    warmup_steps: int = 50
+    """Linear learning-rate warm-up."""
+    imperfect_rate: float = 0.0
+    """Fraction of demonstrations in which the expert answers without using the tool (often wrong), leaving room for RL."""
+    cache: bool = True
+    """Reuse a finished warm-up with the same (config, seed) from `<run.root>/.warmup_cache`."""
+
+    def check(self) -> list[tuple[str, str]]:
+        """Return (field, problem) pairs for impossible values."""
+        out = []
+        for name in ("steps", "batch_size"):
+            if getattr(self, name) <= 0:
+                out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
+        if not self.lr > 0:
+            out.append(("lr", f"expected > 0, got {self.lr}"))
+        if not 0 <= self.imperfect_rate <= 1:
+            out.append(("imperfect_rate", f"expected in [0, 1], got {self.imperfect_rate}"))
+        return out

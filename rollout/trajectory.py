@@ -1,0 +1,177 @@
+"""The records that cross boundaries: what to play (`EpisodeSpec`) and what happened (`Trajectory`).
+
+Both are frozen dataclasses with a JSON round-trip; a trajectory carries a blake2b digest of
+everything that defines it, so replay and the rollout store can prove two records equal.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """One episode to play: its coordinates (step, index), its GRPO group and the keys it uses.
+
+    Members of one group share `env_seed` (same task) and differ in `sample_key`.
+    """
+
+    step: int
+    index: int
+    group: int
+    member: int
+    env_id: str
+    env_seed: int
+    sample_key: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-ready dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "EpisodeSpec":
+        """Inverse of `to_dict`; raises ValueError naming a missing or mistyped field."""
+        return cls(**_typed_fields(cls, d))
+
+
+@dataclass(frozen=True)
+class Trajectory:
+    """What happened in one episode, as tokens.
+
+    `action_mask[t]` is 1 where the policy generated token t and 0 on prompt, observation
+    and tool-result tokens. `behavior_logprobs[t]` is the sampler's log-prob of token t under
+    the tempered, filtered distribution (0.0 where the mask is 0). `digest` is a blake2b hash
+    of spec, policy version, tokens, mask and rewards (see `compute_digest`).
+    """
+
+    spec: EpisodeSpec
+    policy_version: int
+    tokens: tuple[int, ...]
+    action_mask: tuple[int, ...]
+    behavior_logprobs: tuple[float, ...]
+    reward: float
+    turn_rewards: tuple[float, ...]
+    num_turns: int
+    finished: bool
+    truncated: bool
+    tool_calls: int
+    tool_errors: int
+    digest: str = ""
+    success: bool = False
+    malformed_turns: int = 0
+    prompt_len: int = 0
+    error: str = ""
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def build(cls, **kw: Any) -> "Trajectory":
+        """Construct a trajectory, normalise sequences to tuples and fill in the digest."""
+        for name in ("tokens", "action_mask"):
+            kw[name] = tuple(int(x) for x in kw[name])
+        kw["behavior_logprobs"] = tuple(float(x) for x in kw["behavior_logprobs"])
+        kw["turn_rewards"] = tuple(float(x) for x in kw.get("turn_rewards", ()))
+        kw["reward"] = float(kw["reward"])
+        kw.pop("digest", None)
+        t = cls(**kw)
+        if not (len(t.tokens) == len(t.action_mask) == len(t.behavior_logprobs)):
+            raise ValueError(
+                f"trajectory {t.spec.index}: tokens ({len(t.tokens)}), action_mask ({len(t.action_mask)}) "
+                f"and behavior_logprobs ({len(t.behavior_logprobs)}) must have equal lengths"
+            )
+        return replace(t, digest=compute_digest(t))
+
+    @property
+    def num_action_tokens(self) -> int:
+        """Number of tokens the policy generated."""
+        return sum(self.action_mask)
+
+    def verify(self) -> bool:
+        """True when the stored digest matches the content."""
+        return self.digest == compute_digest(self)
+
+    def to_dict(self, logprobs: bool = True) -> dict[str, Any]:
+        """Plain JSON-ready dict (log-probs optional: they are large and not part of the digest)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["spec"] = self.spec.to_dict()
+        for name in ("tokens", "action_mask", "behavior_logprobs", "turn_rewards"):
+            d[name] = list(d[name])
+        if not logprobs:
+            d.pop("behavior_logprobs")
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+        """Inverse of `to_dict`. Missing log-probs become zeros; the digest is kept as stored."""
+        if not isinstance(d, dict):
+            raise ValueError(f"expected a JSON object for a trajectory, got {type(d).__name__}")
+        d = dict(d)
+        if "spec" not in d:
+            raise ValueError("trajectory record has no 'spec'")
+        d["spec"] = EpisodeSpec.from_dict(d["spec"])
+        if "behavior_logprobs" not in d and isinstance(d.get("tokens"), list):
+            d["behavior_logprobs"] = [0.0] * len(d["tokens"])
+        kw = _typed_fields(cls, d, skip=("spec",))
+        kw["spec"] = d["spec"]
+        for name in ("tokens", "action_mask", "behavior_logprobs", "turn_rewards"):
+            kw[name] = tuple(kw[name])
+        return cls(**kw)
+
+
+def compute_digest(t: Trajectory) -> str:
+    """blake2b-128 hex of the canonical JSON of (spec, policy_version, tokens, mask, rewards, turns)."""
+    payload = {
+        "spec": t.spec.to_dict(),
+        "policy_version": t.policy_version,
+        "tokens": list(t.tokens),
+        "action_mask": list(t.action_mask),
+        "reward": _float_repr(t.reward),
+        "turn_rewards": [_float_repr(r) for r in t.turn_rewards],
+        "num_turns": t.num_turns,
+        "finished": t.finished,
+        "truncated": t.truncated,
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
+    return hashlib.blake2b(blob, digest_size=16, person=b"steprl-traj").hexdigest()
+
+
+def _float_repr(x: float) -> str:
+    """Exact text of a float (NaN/Inf included) so the digest sees every bit."""
+    return float(x).hex() if math.isfinite(x) else repr(float(x))
+
+
+_TYPES = {"int": int, "str": str, "float": float, "bool": bool}
+
+
+def _typed_fields(cls: type, d: dict[str, Any], skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Pick `cls`'s fields from `d`, checking presence and basic types; unknown keys are errors."""
+    names = {f.name: f for f in fields(cls)}
+    unknown = sorted(set(d) - set(names))
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown field(s) {unknown}")
+    out: dict[str, Any] = {}
+    for name, f in names.items():
+        if name in skip:
+            continue
+        if name not in d:
+            if f.default is not f.default_factory:  # has a default of some kind
+                continue
+            raise ValueError(f"{cls.__name__}: missing field '{name}'")
+        v = d[name]
+        want = _TYPES.get(f.type if isinstance(f.type, str) else getattr(f.type, "__name__", ""))
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            v = float(v)
+        if want is not None and (not isinstance(v, want) or (want is int and isinstance(v, bool))):
+            raise ValueError(f"{cls.__name__}.{name}: expected {want.__name__}, got {type(v).__name__}")
+        if name in ("tokens", "action_mask", "behavior_logprobs", "turn_rewards"):
+            if not isinstance(v, (list, tuple)):
+                raise ValueError(f"{cls.__name__}.{name}: expected a list, got {type(v).__name__}")
+            elem = float if name in ("behavior_logprobs", "turn_rewards") else int
+            if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v):
+                raise ValueError(f"{cls.__name__}.{name}: expected a list of numbers")
+            v = [elem(x) for x in v]
+        out[name] = v
+    return out
