@@ -1,1 +1,1 @@
-"""steprl.learners."""
+"""steprl.learners: batches, advantages, losses, guards, the policy-gradient learner and warm-up SFT."""

@@ -61,6 +61,22 @@ class LearnerConfig:
     """After this many rollbacks, stop with an error."""
     rollback_lr_factor: float = 0.5
     """Learning rate multiplier applied at each rollback."""
+    spike_min_history: int = 5
+    """Finite values a spike window must hold before it can flag anything."""
+    spike_floor: float = 0.1
+    """Absolute floor on the robust scale of a spike window: |x| <= spike_factor x spike_floor is never a spike.
+    Needed because a policy-gradient loss with centred advantages sits near 0 (|median|, MAD ~ 1e-8) until
+    a KL or entropy term makes it O(0.01), which is no spike."""
+    gspo_clip_low: float = 3e-4
+    """GSPO sequence-ratio lower clip epsilon (NUMERICS B13)."""
+    gspo_clip_high: float = 4e-4
+    """GSPO sequence-ratio upper clip epsilon (NUMERICS B13)."""
+    cispo_clip_high: float = 5.0
+    """CISPO: the stop-gradient ratio weight is truncated at 1 + cispo_clip_high (NUMERICS B14)."""
+    norm_len: int = 0
+    """Constant length L for seq-mean-token-sum-norm (sum / (B x L)); 0 uses the batch's padded target length."""
+    reinforce_decay: float = 0.9
+    """REINFORCE running-baseline decay: b <- decay * b + (1 - decay) * mean(R); the first batch sets b."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -68,12 +84,19 @@ class LearnerConfig:
         for name in ("lr", "log_ratio_clamp", "kl_clamp", "spike_factor", "rollback_lr_factor"):
             if not getattr(self, name) > 0:
                 out.append((name, f"expected > 0, got {getattr(self, name)}"))
-        for name in ("epochs", "micro_batch", "spike_window", "max_consecutive_skips", "max_rollbacks"):
+        for name in ("epochs", "micro_batch", "spike_window", "max_consecutive_skips", "max_rollbacks", "spike_min_history"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
-        for name in ("clip_low", "clip_high", "dual_clip", "tis_cap", "kl_coef", "entropy_coef", "weight_decay", "grad_clip", "warmup_steps", "adv_eps"):
+        for name in ("clip_low", "clip_high", "dual_clip", "tis_cap", "kl_coef", "entropy_coef", "weight_decay", "grad_clip", "warmup_steps", "adv_eps",
+                     "spike_floor", "gspo_clip_low", "gspo_clip_high", "cispo_clip_high", "norm_len"):
             if getattr(self, name) < 0:
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
+        if not 0 <= self.reinforce_decay < 1:
+            out.append(("reinforce_decay", f"expected in [0, 1), got {self.reinforce_decay}"))
+        if self.advantage not in ("grpo", "rloo", "drgrpo", "reinforce"):
+            out.append(("advantage", f"expected grpo, rloo, drgrpo or reinforce, got {self.advantage!r}"))
+        if self.loss not in ("ppo", "gspo", "cispo"):
+            out.append(("loss", f"expected ppo, gspo or cispo, got {self.loss!r}"))
         if self.aggregation not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
             out.append(("aggregation", f"expected token-mean, seq-mean-token-mean or seq-mean-token-sum-norm, got {self.aggregation!r}"))
         if self.schedule not in ("constant", "linear", "cosine"):

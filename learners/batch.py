@@ -1,0 +1,160 @@
+"""Learner batches: trajectories -> padded tensors aligned to targets, micro-batches, log-probs.
+
+Layout (right padding). `tokens_BT` is [B, T]; every per-token tensor that describes a
+*target* is [B, T-1]: column t refers to token t+1, predicted by the logit at position t.
+So `action_mask_BT[b, t] = traj.action_mask[t+1]`; the first token of a sequence is never
+trained (nothing predicts it). Rows are sorted by `spec.index`, never by arrival order
+(DESIGN §2, NUMERICS A5), and micro-batches are fixed slices of that order.
+
+Normalisers for loss aggregation (`n_tokens`, `n_seqs`, `norm_len`) are computed once over
+the whole batch and copied into every micro-batch, so summing micro-batch losses gives the
+whole-batch loss whatever the micro-batch size (NUMERICS B6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import torch
+
+from steprl.rollout.trajectory import Trajectory
+
+
+@dataclass(frozen=True)
+class Batch:
+    """Padded, index-sorted training tensors (see the module docstring for the alignment)."""
+
+    tokens_BT: torch.Tensor
+    """[B, T] int64 token ids, right padded with pad_id."""
+    attention_mask_BT: torch.Tensor
+    """[B, T] int64, 1 on real tokens."""
+    action_mask_BT: torch.Tensor
+    """[B, T-1] float32, 1 where target token t+1 is a trained action token of a valid trajectory."""
+    behavior_logprobs_BT: torch.Tensor
+    """[B, T-1] float32 sampler log-probs of the targets (0 where the mask is 0)."""
+    advantages_BT: torch.Tensor
+    """[B, T-1] float32 advantages of the targets (0 where the mask is 0)."""
+    index_B: torch.Tensor
+    """[B] int64 episode indices (ascending)."""
+    n_tokens: float
+    """Trained tokens in the whole batch (>= 1): the token-mean denominator."""
+    n_seqs: float
+    """Sequences with at least one trained token in the whole batch (>= 1)."""
+    norm_len: float
+    """L of the seq-mean-token-sum-norm denominator B x L (whole batch)."""
+    n_rows: float
+    """B of the whole batch (>= 1)."""
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return int(self.tokens_BT.shape[0])
+
+
+def collate(
+    trajs: Sequence[Trajectory],
+    pad_id: int,
+    advantages: Sequence[float | torch.Tensor],
+    valid: Sequence[bool] | None = None,
+    norm_len: int = 0,
+) -> Batch:
+    """Pad `trajs` into a `Batch` sorted by `spec.index`.
+
+    `advantages[i]` belongs to `trajs[i]`: a float (the whole sequence) or a 1-D tensor aligned
+    with `trajs[i].tokens`. Rows with `valid[i]` False keep their tokens but get zero mask,
+    zero behaviour log-probs and zero advantages, so a NaN in them cannot reach the loss.
+    Raises ValueError on duplicate episode indices or mismatched lengths.
+    """
+    if len(advantages) != len(trajs):
+        raise ValueError(f"collate: {len(trajs)} trajectories but {len(advantages)} advantages")
+    valid = [True] * len(trajs) if valid is None else list(valid)
+    order = sorted(range(len(trajs)), key=lambda i: trajs[i].spec.index)
+    idx = [trajs[i].spec.index for i in order]
+    if len(set(idx)) != len(idx):
+        raise ValueError(f"collate: duplicate episode indices in batch: {sorted(idx)}")
+    B = len(trajs)
+    T = max([2] + [len(t.tokens) for t in trajs])
+    tokens = torch.full((B, T), pad_id, dtype=torch.int64)
+    attn = torch.zeros(B, T, dtype=torch.int64)
+    mask = torch.zeros(B, T - 1, dtype=torch.float32)
+    behav = torch.zeros(B, T - 1, dtype=torch.float32)
+    adv = torch.zeros(B, T - 1, dtype=torch.float32)
+    for row, i in enumerate(order):
+        t = trajs[i]
+        L = len(t.tokens)
+        if L == 0:
+            continue
+        tokens[row, :L] = torch.tensor(t.tokens, dtype=torch.int64)
+        attn[row, :L] = 1
+        if not valid[i] or L < 2:
+            continue
+        m = torch.tensor(t.action_mask[1:], dtype=torch.float32)
+        mask[row, : L - 1] = m
+        behav[row, : L - 1] = torch.where(m > 0, torch.tensor(t.behavior_logprobs[1:], dtype=torch.float32), 0.0)
+        a = advantages[i]
+        if isinstance(a, torch.Tensor):
+            if a.dim() != 1 or a.shape[0] != L:
+                raise ValueError(f"collate: token advantages of episode {t.spec.index} have shape {tuple(a.shape)}, expected ({L},)")
+            adv[row, : L - 1] = torch.where(m > 0, a[1:].to(torch.float32), 0.0)
+        else:
+            adv[row, : L - 1] = float(a) * m
+    per_seq = mask.sum(1)
+    return Batch(
+        tokens_BT=tokens,
+        attention_mask_BT=attn,
+        action_mask_BT=mask,
+        behavior_logprobs_BT=behav,
+        advantages_BT=adv,
+        index_B=torch.tensor(idx, dtype=torch.int64),
+        n_tokens=max(1.0, float(per_seq.sum())),
+        n_seqs=max(1.0, float((per_seq > 0).sum())),
+        norm_len=float(norm_len if norm_len > 0 else T - 1),
+        n_rows=float(max(1, B)),
+    )
+
+
+def micro_batches(batch: Batch, size: int) -> list[Batch]:
+    """Consecutive slices of `size` rows (the last may be shorter), trailing all-pad columns trimmed.
+
+    Whole-batch normalisers are kept, so the micro-batch losses sum to the batch loss.
+    """
+    if size <= 0:
+        raise ValueError(f"micro_batches: size must be positive, got {size}")
+    out = []
+    for s in range(0, batch.size, size):
+        attn = batch.attention_mask_BT[s : s + size]
+        T = max(2, int(attn.sum(1).max())) if attn.numel() else 2
+        out.append(
+            replace(
+                batch,
+                tokens_BT=batch.tokens_BT[s : s + size, :T],
+                attention_mask_BT=attn[:, :T],
+                action_mask_BT=batch.action_mask_BT[s : s + size, : T - 1],
+                behavior_logprobs_BT=batch.behavior_logprobs_BT[s : s + size, : T - 1],
+                advantages_BT=batch.advantages_BT[s : s + size, : T - 1],
+                index_B=batch.index_B[s : s + size],
+            )
+        )
+    return out
+
+
+def token_logprobs(
+    model: torch.nn.Module, tokens: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-target log-probs and entropies, both [B, T-1] float32 (NUMERICS B1, B8).
+
+    `logprobs[b, t] = log softmax(z_t / temperature)[tokens[b, t+1]]` with the logits upcast
+    to float32 before dividing and reducing, whatever the model dtype; explicit position ids
+    (right padding). Entropy is that of the same tempered distribution.
+    """
+    if not (temperature > 0 and math.isfinite(temperature)):
+        raise ValueError(f"token_logprobs: temperature must be a positive finite number, got {temperature}")
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+    logits = out.logits[:, :-1].float() / temperature
+    logp_all = torch.log_softmax(logits, dim=-1)
+    logp = logp_all.gather(-1, tokens[:, 1:, None]).squeeze(-1)
+    entropy = -(logp_all.exp() * logp_all).sum(-1)
+    return logp, entropy

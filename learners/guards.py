@@ -1,0 +1,179 @@
+"""Numerical-stability guards (NUMERICS B9-B11), each a named function or class that counts its actions.
+
+- `nonfinite_check`: a non-finite loss or gradient norm zeroes the gradients and vetoes
+  the optimizer step, so parameters and optimizer state stay bitwise unchanged (B10).
+- `clip_grad_norm`: global float32 norm, g <- g * min(1, c / (|g| + 1e-6)); returns the
+  pre-clip norm (B9).
+- `SpikeDetector`: flags a value far above the robust scale of a window of recent finite
+  values (B11, robust variant, see the class docstring).
+- `RollbackGuard`: after too many skipped steps in a row, restore the last good model and
+  optimizer state and shrink the lr; after too many rollbacks, raise `TrainingDivergedError`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from typing import Iterable
+
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class TrainingDivergedError(RuntimeError):
+    """Raised when rollbacks to the last good state no longer help."""
+
+
+def nonfinite_check(loss: float, grad_norm: float, params: Iterable[torch.nn.Parameter]) -> bool:
+    """Return True (skip the step) when `loss` or `grad_norm` is NaN/Inf, after zeroing every gradient.
+
+    The caller must then not call `optimizer.step()`: AdamW would still move the
+    parameters (momentum, weight decay) even with zero gradients.
+    """
+    if math.isfinite(loss) and math.isfinite(grad_norm):
+        return False
+    for p in params:
+        if p.grad is not None:
+            p.grad.zero_()
+    log.warning("non-finite loss (%s) or grad norm (%s): step skipped", loss, grad_norm)
+    return True
+
+
+def grad_norm(params: Iterable[torch.nn.Parameter]) -> float:
+    """Global L2 norm of the gradients, reduced in float32 in parameter order."""
+    norms = [p.grad.detach().float().norm(2) for p in params if p.grad is not None]
+    if not norms:
+        return 0.0
+    return float(torch.stack(norms).norm(2))
+
+
+def clip_grad_norm(params: Iterable[torch.nn.Parameter], max_norm: float) -> float:
+    """Scale gradients by min(1, max_norm / (norm + 1e-6)) and return the pre-clip norm.
+
+    A non-finite norm leaves the gradients alone (the non-finite guard deals with it);
+    `max_norm <= 0` disables clipping.
+    """
+    params = [p for p in params if p.grad is not None]
+    total = grad_norm(params)
+    if max_norm > 0 and math.isfinite(total):
+        coef = min(1.0, max_norm / (total + 1e-6))
+        if coef < 1.0:
+            for p in params:
+                p.grad.mul_(coef)
+    return total
+
+
+class SpikeDetector:
+    """Robust spike test over the last `window` finite values.
+
+    Rule: with at least `min_history` values in the window, x is a spike when
+    |x| > factor * max(|median|, 1.4826 * MAD, floor) (lower medians, as torch.median; MAD = median absolute deviation, so
+    1.4826 * MAD estimates a standard deviation). The |median| term makes it Megatron's
+    "10x the usual size" test for positive quantities (grad norm); the MAD term keeps a loss
+    that fluctuates around 0 from being flagged for ordinary noise. Every finite value,
+    flagged or not, enters the window; the median and MAD ignore one outlier, so a single
+    spike is flagged exactly once.
+    """
+
+    def __init__(self, window: int, factor: float, min_history: int = 5, floor: float = 1e-6) -> None:
+        """Empty window."""
+        self.window, self.factor, self.min_history, self.floor = window, factor, min_history, floor
+        self.values: list[float] = []
+        self.flagged = 0
+
+    def threshold(self) -> float:
+        """Current threshold on |x| (inf while the window is too short)."""
+        if len(self.values) < self.min_history:
+            return math.inf
+        v = torch.tensor(self.values, dtype=torch.float64)
+        med = v.median()
+        mad = (v - med).abs().median()
+        return self.factor * max(abs(float(med)), 1.4826 * float(mad), self.floor)
+
+    def check(self, x: float) -> bool:
+        """True when `x` is a spike; finite values are then added to the window."""
+        if not math.isfinite(x):
+            return False
+        spike = abs(x) > self.threshold()
+        if spike:
+            self.flagged += 1
+            log.warning("spike: %.6g above threshold %.6g", x, self.threshold())
+        self.values = (self.values + [float(x)])[-self.window :]
+        return spike
+
+    def state_dict(self) -> dict:
+        """Window values and the flag count."""
+        return {"values": list(self.values), "flagged": int(self.flagged)}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`."""
+        self.values = [float(x) for x in state["values"]]
+        self.flagged = int(state["flagged"])
+
+
+class RollbackGuard:
+    """Roll back to the last good model + optimizer state after repeated skipped steps.
+
+    Call `good(model, optimizer)` after every applied step (it snapshots both) and
+    `skipped(model, optimizer)` after every skipped one. After `max_consecutive_skips` skips
+    in a row the snapshot is restored, `lr_scale` is multiplied by `lr_factor` and the streak
+    restarts. At most `max_rollbacks` rollbacks happen; the next one that would be needed
+    raises `TrainingDivergedError`.
+    """
+
+    def __init__(self, max_consecutive_skips: int, max_rollbacks: int, lr_factor: float) -> None:
+        """No snapshot yet; call `good` once before training to take the initial one."""
+        self.max_consecutive_skips, self.max_rollbacks, self.lr_factor = max_consecutive_skips, max_rollbacks, lr_factor
+        self.consecutive = 0
+        self.rollbacks = 0
+        self.lr_scale = 1.0
+        self.snapshot: dict | None = None
+
+    def good(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Record an applied step: reset the streak and snapshot model and optimizer."""
+        self.consecutive = 0
+        self.snapshot = {
+            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+            "optimizer": copy.deepcopy(optimizer.state_dict()),
+        }
+
+    def skipped(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> bool:
+        """Record a skipped step; returns True when it triggered a rollback."""
+        self.consecutive += 1
+        if self.consecutive < self.max_consecutive_skips:
+            return False
+        if self.rollbacks >= self.max_rollbacks:
+            raise TrainingDivergedError(
+                f"training diverged: {self.consecutive} consecutive skipped steps (non-finite or spiking loss/grad norm) "
+                f"after {self.rollbacks} rollbacks to the last good state (max_rollbacks={self.max_rollbacks}, "
+                f"lr scale now {self.lr_scale:g}); lower the learning rate or inspect the last rollouts"
+            )
+        if self.snapshot is None:
+            raise TrainingDivergedError("rollback needed but no good state was ever recorded")
+        with torch.no_grad():
+            for k, v in model.state_dict().items():
+                v.copy_(self.snapshot["model"][k])
+        optimizer.load_state_dict(copy.deepcopy(self.snapshot["optimizer"]))
+        self.rollbacks += 1
+        self.lr_scale *= self.lr_factor
+        self.consecutive = 0
+        log.warning("rollback %d/%d to the last good state; lr scale %g", self.rollbacks, self.max_rollbacks, self.lr_scale)
+        return True
+
+    def state_dict(self) -> dict:
+        """Counters, lr scale and the snapshot (tensors and the optimizer's own state dict)."""
+        return {"consecutive": self.consecutive, "rollbacks": self.rollbacks, "lr_scale": float(self.lr_scale),
+                "snapshot": self.snapshot}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()` (the snapshot is copied, not aliased)."""
+        self.consecutive = int(state["consecutive"])
+        self.rollbacks = int(state["rollbacks"])
+        self.lr_scale = float(state["lr_scale"])
+        snap = state["snapshot"]
+        self.snapshot = None if snap is None else {
+            "model": {k: v.detach().clone() for k, v in snap["model"].items()},
+            "optimizer": copy.deepcopy(snap["optimizer"]),
+        }

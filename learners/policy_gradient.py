@@ -1,0 +1,290 @@
+"""The policy-gradient learner: trajectories -> one guarded AdamW update per epoch -> `StepStats`.
+
+Usage::
+
+    learner = Learner(model, cfg, temperature=0.8, total_steps=200, pad_id=tok.pad_token_id)
+    stats = learner.update(trajectories)          # or update(trajs, token_advantages=[...])
+    pool.set_weights(learner.weights())
+    torch.save(learner.state_dict(), path)        # load with torch.load(path, weights_only=True)
+
+One update: mark bad trajectories (failed, non-finite reward or behaviour log-probs) ->
+advantages over the valid ones -> collate sorted by episode index -> for each epoch:
+micro-batched forward/backward with whole-batch normalisers -> non-finite guard -> spike
+guards -> gradient clip -> AdamW step (or skip, and maybe roll back).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import torch
+
+from steprl.rollout.trajectory import Trajectory
+
+from .advantages import make_advantage
+from .batch import Batch, collate, micro_batches, token_logprobs
+from .config import LearnerConfig
+from .guards import RollbackGuard, SpikeDetector, clip_grad_norm, grad_norm, nonfinite_check
+from .losses import aggregate, get_loss, k3_kl, tis_weight
+from .schedule import lr_multiplier
+
+log = logging.getLogger(__name__)
+
+GUARD_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "rollbacks", "bad_trajectories",
+                  "filtered_trajectories")
+
+
+@dataclass
+class StepStats:
+    """Metrics of one `Learner.update` (token statistics over trained tokens, averaged over epochs)."""
+
+    loss: float = 0.0
+    reward_mean: float = 0.0
+    reward_std: float = 0.0
+    success_rate: float = 0.0
+    kl: float = 0.0
+    entropy: float = 0.0
+    clip_frac: float = 0.0
+    ratio_mean: float = 1.0
+    """Mean behaviour importance ratio pi_learner / mu on trained tokens (before the update)."""
+    ratio_max: float = 1.0
+    tis_clip_frac: float = 0.0
+    logprob_gap: float = 0.0
+    """Mean |log pi_learner - log mu| on trained tokens: large values mean stale sampler weights."""
+    grad_norm: float = 0.0
+    """Pre-clip global gradient norm."""
+    lr: float = 0.0
+    tokens_trained: float = 0.0
+    zero_adv_groups: float = 0.0
+    skipped: float = 0.0
+    guards: dict[str, float] = field(default_factory=dict)
+    """Cumulative guard counters, reported as guard/<name>."""
+
+    def to_dict(self) -> dict[str, float]:
+        """Flat float metrics; guard counters as `guard/<name>`."""
+        d = {k: float(v) for k, v in asdict(self).items() if k != "guards"}
+        d.update({f"guard/{k}": float(v) for k, v in self.guards.items()})
+        return d
+
+
+def trajectory_is_valid(t: Trajectory) -> bool:
+    """False for failed episodes (`error` set) and non-finite reward or action-token log-probs."""
+    if t.error or not math.isfinite(t.reward) or len(t.tokens) < 2:
+        return False
+    return all(math.isfinite(lp) for lp, m in zip(t.behavior_logprobs, t.action_mask) if m)
+
+
+class Learner:
+    """Guarded policy-gradient learner (DESIGN §8, NUMERICS B). See the module docstring."""
+
+    def __init__(self, model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, total_steps: int = 1,
+                 pad_id: int = 0, ref_model: torch.nn.Module | None = None) -> None:
+        """Build the optimizer, guards, estimator and (when kl_coef > 0) a frozen reference copy."""
+        problems = cfg.check()
+        if problems:
+            raise ValueError("LearnerConfig: " + "; ".join(f"{k}: {v}" for k, v in problems))
+        self.model, self.cfg = model, cfg
+        self.temperature, self.total_steps, self.pad_id = float(temperature), int(total_steps), int(pad_id)
+        self.loss_fn = get_loss(cfg.loss)
+        self.estimator = make_advantage(cfg.advantage, cfg)
+        self.ref_model = None
+        if cfg.kl_coef > 0:
+            self.ref_model = ref_model if ref_model is not None else copy.deepcopy(model)
+            self.ref_model.eval()
+            for p in self.ref_model.parameters():
+                p.requires_grad_(False)
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                           betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
+        self.spike_loss = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
+        self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
+        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
+        self.counters = {k: 0 for k in GUARD_COUNTERS}
+        self.step = 0
+        self.rollback.good(model, self.optimizer)
+
+    # ------------------------------------------------------------------ public API
+    def current_lr(self) -> float:
+        """lr of the next update: base x schedule(step) x rollback scale."""
+        cfg = self.cfg
+        mult = lr_multiplier(self.step, warmup_steps=cfg.warmup_steps, total_steps=self.total_steps, schedule=cfg.schedule)
+        return cfg.lr * mult * self.rollback.lr_scale
+
+    def update(self, trajectories: Sequence[Trajectory], token_advantages: list[torch.Tensor] | None = None) -> StepStats:
+        """One learner step on `trajectories`; `token_advantages` (one tensor per trajectory, aligned
+        with its tokens) replaces the advantage estimator when given (on-policy distillation)."""
+        trajs = list(trajectories)
+        if token_advantages is not None and len(token_advantages) != len(trajs):
+            raise ValueError(f"update: {len(trajs)} trajectories but {len(token_advantages)} token advantage tensors")
+        valid = [trajectory_is_valid(t) for t in trajs]
+        if token_advantages is not None:
+            valid = [v and bool(torch.isfinite(a.float()).all()) for v, a in zip(valid, token_advantages)]
+        n_bad = len(valid) - sum(valid)
+        self.counters["bad_trajectories"] += n_bad
+        if n_bad:
+            log.warning("%d bad trajectories masked out of step %d", n_bad, self.step)
+        stats = StepStats()
+        good = [t for t, v in zip(trajs, valid) if v]
+        self._reward_stats(good, stats)
+        advs, stats.zero_adv_groups = self._advantages(trajs, valid, token_advantages)
+        batch = collate(trajs, self.pad_id, advs, valid, norm_len=self.cfg.norm_len)
+        stats.tokens_trained = float(batch.action_mask_BT.sum())
+        lr = self.current_lr()
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        stats.lr = lr
+        self.model.train()
+        old: list[torch.Tensor] = []
+        per_epoch = [self._epoch(batch, old, epoch) for epoch in range(self.cfg.epochs)]
+        for k in ("loss", "kl", "entropy", "clip_frac", "grad_norm"):
+            setattr(stats, k, sum(e[k] for e in per_epoch) / len(per_epoch))
+        for k in ("ratio_mean", "ratio_max", "tis_clip_frac", "logprob_gap"):
+            setattr(stats, k, per_epoch[0][k])
+        stats.skipped = float(any(e["skipped"] for e in per_epoch))
+        self.step += 1
+        stats.guards = self._guard_metrics()
+        return stats
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Detached CPU copies of the model's state dict, for the rollout pool."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+
+    def state_dict(self) -> dict:
+        """Everything needed for a bit-exact resume, as tensors, numbers, lists and dicts."""
+        return {
+            "model": self.weights(),
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "step": self.step,
+            "counters": dict(self.counters),
+            "spike_loss": self.spike_loss.state_dict(),
+            "spike_grad": self.spike_grad.state_dict(),
+            "rollback": self.rollback.state_dict(),
+            "advantage": self.estimator.state_dict(),
+            "ref_model": None if self.ref_model is None else {k: v.detach().clone() for k, v in self.ref_model.state_dict().items()},
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`; the model must have the same architecture."""
+        with torch.no_grad():
+            for k, v in self.model.state_dict().items():
+                v.copy_(state["model"][k])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.step = int(state["step"])
+        self.counters = {k: int(state["counters"].get(k, 0)) for k in GUARD_COUNTERS}
+        self.spike_loss.load_state_dict(state["spike_loss"])
+        self.spike_grad.load_state_dict(state["spike_grad"])
+        self.rollback.load_state_dict(state["rollback"])
+        self.estimator.load_state_dict(state["advantage"])
+        if self.ref_model is not None:
+            if state.get("ref_model") is None:
+                raise ValueError("load_state_dict: kl_coef > 0 but the state holds no reference model")
+            with torch.no_grad():
+                for k, v in self.ref_model.state_dict().items():
+                    v.copy_(state["ref_model"][k])
+
+    # ------------------------------------------------------------------ internals
+    def _reward_stats(self, good: list[Trajectory], stats: StepStats) -> None:
+        """Reward mean/std (population) and success rate over valid trajectories."""
+        if not good:
+            return
+        r = torch.tensor([t.reward for t in good], dtype=torch.float64)
+        stats.reward_mean = float(r.mean())
+        stats.reward_std = float(r.std(unbiased=False))
+        stats.success_rate = sum(bool(t.success) for t in good) / len(good)
+
+    def _advantages(self, trajs, valid, token_advantages):
+        """Per-trajectory advantages (floats or token tensors) and the zero-variance group count."""
+        if token_advantages is not None:
+            return list(token_advantages), 0.0
+        pos = [i for i, v in enumerate(valid) if v]
+        res = self.estimator([trajs[i].reward for i in pos], [trajs[i].spec.group for i in pos])
+        advs = [0.0] * len(trajs)
+        for j, i in enumerate(pos):
+            advs[i] = float(res.advantages[j])
+            if self.cfg.filter_zero_groups and trajs[i].spec.group in res.zero_groups:
+                valid[i] = False
+                self.counters["filtered_trajectories"] += 1
+        return advs, float(res.zero_adv_groups)
+
+    def _epoch(self, batch: Batch, old: list[torch.Tensor], epoch: int) -> dict[str, float]:
+        """Forward/backward over the micro-batches, then the guarded optimizer step."""
+        cfg = self.cfg
+        self.optimizer.zero_grad(set_to_none=False)
+        acc = {k: 0.0 for k in ("loss", "kl", "entropy", "clip", "rho", "tis_clip", "gap")}
+        rho_max = 0.0
+        n = batch.n_tokens
+        for j, mb in enumerate(micro_batches(batch, cfg.micro_batch)):
+            m = mb.action_mask_BT
+            logp, ent = token_logprobs(self.model, mb.tokens_BT, mb.attention_mask_BT, self.temperature)
+            if epoch == 0:
+                old.append(logp.detach())  # the proximal policy: parameters before this step's first update
+            old_logp = old[j]
+            out = self.loss_fn(logp, old_logp, mb.advantages_BT, m, cfg)
+            w = tis_weight(old_logp, mb.behavior_logprobs_BT, cfg.tis_cap, cfg.log_ratio_clamp)
+            per_token = out.loss * w
+            kl = torch.zeros_like(logp)
+            if self.ref_model is not None:
+                with torch.no_grad():
+                    ref_logp, _ = token_logprobs(self.ref_model, mb.tokens_BT, mb.attention_mask_BT, self.temperature)
+                kl = k3_kl(logp, ref_logp, cfg.log_ratio_clamp, cfg.kl_clamp)
+                per_token = per_token + cfg.kl_coef * kl
+            if cfg.entropy_coef > 0:
+                per_token = per_token - cfg.entropy_coef * ent
+            loss = aggregate(per_token, m, out.aggregation or cfg.aggregation, n_tokens=n, n_seqs=mb.n_seqs,
+                             n_rows=mb.n_rows, norm_len=mb.norm_len)
+            loss.backward()
+            acc["loss"] += float(loss.detach())
+            sel = m > 0
+            rho = torch.exp((old_logp - mb.behavior_logprobs_BT).clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp))
+            acc["kl"] += float(kl.detach()[sel].sum())
+            acc["entropy"] += float(ent.detach()[sel].sum())
+            acc["clip"] += float(out.clipped[sel].sum())
+            acc["rho"] += float(rho[sel].sum())
+            acc["tis_clip"] += float((rho[sel] > cfg.tis_cap).sum()) if cfg.tis_cap > 0 else 0.0
+            acc["gap"] += float((old_logp - mb.behavior_logprobs_BT)[sel].abs().sum())
+            if bool(sel.any()):
+                rho_max = max(rho_max, float(rho[sel].max()))
+        skipped, gnorm = self._guarded_step(acc["loss"], batch)
+        return {"loss": acc["loss"], "kl": acc["kl"] / n, "entropy": acc["entropy"] / n, "clip_frac": acc["clip"] / n,
+                "ratio_mean": acc["rho"] / n if batch.action_mask_BT.sum() > 0 else 1.0,
+                "ratio_max": rho_max if batch.action_mask_BT.sum() > 0 else 1.0,
+                "tis_clip_frac": acc["tis_clip"] / n, "logprob_gap": acc["gap"] / n, "grad_norm": gnorm,
+                "skipped": skipped}
+
+    def _guarded_step(self, loss: float, batch: Batch) -> tuple[bool, float]:
+        """Non-finite check, spike checks, clip, AdamW step or skip (+ rollback). Returns (skipped, pre-clip norm)."""
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        gnorm = grad_norm(params)
+        if not bool((batch.action_mask_BT > 0).any()):  # nothing to train: AdamW momentum alone would still move
+            self.optimizer.zero_grad(set_to_none=False)
+            return True, gnorm
+        skip = nonfinite_check(loss, gnorm, params)
+        if skip:
+            self.counters["nonfinite"] += 1
+        elif bool((batch.advantages_BT != 0).any()):  # steps with nothing to learn do not feed the windows
+            spike_l = self.spike_loss.check(loss)
+            spike_g = self.spike_grad.check(gnorm)
+            self.counters["spike_loss"] += int(spike_l)
+            self.counters["spike_grad"] += int(spike_g)
+            skip = spike_l or spike_g
+        if skip:
+            self.optimizer.zero_grad(set_to_none=False)
+            if self.rollback.skipped(self.model, self.optimizer):
+                self.counters["rollbacks"] += 1
+            return True, gnorm
+        if self.cfg.grad_clip > 0 and gnorm > self.cfg.grad_clip:
+            self.counters["grad_clipped"] += 1
+        clip_grad_norm(params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.rollback.good(self.model, self.optimizer)
+        return False, gnorm
+
+    def _guard_metrics(self) -> dict[str, float]:
+        """Cumulative counters plus the current skip streak and lr scale."""
+        out = {k: float(v) for k, v in self.counters.items()}
+        out["consecutive_skips"] = float(self.rollback.consecutive)
+        out["lr_scale"] = float(self.rollback.lr_scale)
+        return out
