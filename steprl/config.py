@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import difflib
 import re
+import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any, Optional
 
 import yaml
-from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steprl.agents.config import ModelConfig, TokenizerConfig
@@ -217,38 +218,34 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def _suggest(key: str, node: Any) -> str:
-    """A 'did you mean' hint for an unknown dotted key, from the dataclass fields at that level."""
-    parts = key.split(".")
+def _section_type(parts: list[str]) -> Any:
+    """The dataclass reached by walking `parts` from Config, or None."""
     obj: Any = Config
-    for p in parts[:-1]:
-        f = {f.name: f for f in fields(obj)} if is_dataclass(obj) else {}
-        if p not in f or not is_dataclass(f[p].type if not isinstance(f[p].type, str) else None):
-            t = _field_type(obj, p)
-            if t is None:
-                break
-            obj = t
-        else:
-            obj = f[p].type
-    names = [f.name for f in fields(obj)] if is_dataclass(obj) else []
+    for p in parts:
+        hints = typing.get_type_hints(obj) if is_dataclass(obj) else {}
+        if p not in hints:
+            return None
+        obj = hints[p]
+    return obj if is_dataclass(obj) else None
+
+
+def _suggest(key: str) -> str:
+    """A 'did you mean' hint for an unknown dotted key, from the field names at that level."""
+    parts = key.split(".")
+    section = _section_type(parts[:-1])
+    names = [f.name for f in fields(section)] if section else []
     match = difflib.get_close_matches(parts[-1], names, n=1)
     prefix = ".".join(parts[:-1])
     return f" (did you mean '{prefix + '.' if prefix else ''}{match[0]}'?)" if match else ""
 
 
-def _field_type(cls: Any, name: str) -> Any:
-    """The dataclass type of field `name` of `cls`, or None."""
-    if not is_dataclass(cls):
-        return None
-    hints = {f.name: f.default_factory for f in fields(cls)}
-    factory = hints.get(name)
-    if factory is None or factory is MISSING:
-        return None
-    try:
-        val = factory()
-    except TypeError:
-        return None
-    return type(val) if is_dataclass(val) else None
+def _annotation(key: str) -> str:
+    """The declared type of a dotted key, as text (e.g. 'int'), or '' when unknown."""
+    parts = key.split(".")
+    section = _section_type(parts[:-1])
+    hints = typing.get_type_hints(section) if section else {}
+    t = hints.get(parts[-1])
+    return "" if t is None else getattr(t, "__name__", str(t).replace("typing.", ""))
 
 
 def _parse_override(item: str) -> tuple[str, Any]:
@@ -279,9 +276,9 @@ def _explain(e: OmegaConfBaseException, where: str) -> str:
     key = getattr(e, "full_key", None) or ""
     msg = str(e).splitlines()[0]
     if "not in struct" in msg or "Key '" in msg and "not in" in msg:
-        return f"{where}: unknown key '{key}'{_suggest(key, None)}"
+        return f"{where}: unknown key '{key}'{_suggest(key)}"
     if "Value '" in msg or "could not be converted" in msg or "Invalid type" in msg or "Unsupported value type" in msg:
-        want = getattr(e, "ref_type", None) or getattr(e, "object_type", None)
+        want = _annotation(key)
         return f"{where}: wrong type for '{key}': {msg}" + (f" (expected {want})" if want else "")
     return f"{where}: '{key}': {msg}" if key else f"{where}: {msg}"
 

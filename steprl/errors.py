@@ -9,3 +9,7 @@ class SteprlError(Exception):
 
 class ConfigError(SteprlError):
     """A config value is unknown, mistyped or impossible; the message names the key."""
+
+
+class Interrupted(SteprlError):
+    """Training stopped by Ctrl-C after a clean checkpoint; the message says how to resume."""

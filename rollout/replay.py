@@ -1,0 +1,86 @@
+"""Replay recorded episodes and prove them identical, token for token.
+
+A step is re-planned from the config (pure), its micro-batches re-played with the weights
+the step was played with, and each trajectory compared with the record by digest; a
+difference is reported with the first differing token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from steprl.rollout.plan import micro_batches
+from steprl.rollout.trajectory import EpisodeSpec, Trajectory
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One episode whose replay differs from its record."""
+
+    index: int
+    first_token: int | None
+    detail: str
+
+
+def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
+    """Index of the first differing element (or the shorter length), None when equal."""
+    for i, (x, y) in enumerate(zip(a, b)):
+        if x != y:
+            return i
+    return None if len(a) == len(b) else min(len(a), len(b))
+
+
+def compare(recorded: Sequence[Trajectory], replayed: Sequence[Trajectory]) -> list[Mismatch]:
+    """Episodes whose replayed trajectory differs from the record (by digest), with the first bad token."""
+    by_index = {t.spec.index: t for t in replayed}
+    out = []
+    for r in sorted(recorded, key=lambda t: t.spec.index):
+        p = by_index.get(r.spec.index)
+        if p is None:
+            out.append(Mismatch(r.spec.index, None, "not replayed"))
+        elif p.digest != r.digest:
+            pos = first_difference(r.tokens, p.tokens)
+            if pos is not None:
+                got = p.tokens[pos] if pos < len(p.tokens) else "end"
+                want = r.tokens[pos] if pos < len(r.tokens) else "end"
+                detail = f"first differing token at position {pos}: recorded {want}, replayed {got}"
+            else:
+                detail = f"same tokens, different outcome (reward {r.reward} vs {p.reward}, mask or turns differ)"
+            out.append(Mismatch(r.spec.index, pos, detail))
+    return out
+
+
+def select_micro_batches(specs: Sequence[EpisodeSpec], micro_batch: int, episode: int | None) -> list[list[EpisodeSpec]]:
+    """All micro-batches of the step, or only the one holding `episode` (same membership as when recorded)."""
+    mbs = micro_batches(specs, micro_batch)
+    if episode is None:
+        return mbs
+    hits = [mb for mb in mbs if any(s.index == episode for s in mb)]
+    if not hits:
+        raise ValueError(f"episode {episode} is not in this step (episodes 0-{len(specs) - 1})")
+    return hits
+
+
+def replay(worker: Any, specs: Sequence[EpisodeSpec], version: int, micro_batch: int, episode: int | None = None) -> list[Trajectory]:
+    """Re-play the step's micro-batches (or the one holding `episode`) on an inline worker."""
+    return [t for mb in select_micro_batches(specs, micro_batch, episode) for t in worker.play(mb, version)]
+
+
+def transcript(t: Trajectory, decode: Any, color: bool = False) -> str:
+    """A readable episode: environment text plain, the agent's own tokens marked (or coloured)."""
+    parts, start = [], 0
+    mask = t.action_mask
+    for i in range(1, len(mask) + 1):
+        if i == len(mask) or mask[i] != mask[start]:
+            text = decode(list(t.tokens[start:i]))
+            if mask[start]:
+                parts.append(f"\x1b[1;32m{text}\x1b[0m" if color else f"[[agent: {text}]]")
+            else:
+                parts.append(text)
+            start = i
+    head = (f"episode {t.spec.index} (step {t.spec.step}, group {t.spec.group}, env seed {t.spec.env_seed}, "
+            f"policy version {t.policy_version})")
+    tail = (f"reward {t.reward}  success {t.success}  turns {t.num_turns}  tool calls {t.tool_calls}  "
+            f"tool errors {t.tool_errors}  finished {t.finished}  truncated {t.truncated}" + (f"  error: {t.error}" if t.error else ""))
+    return f"{head}\n{''.join(parts)}\n{tail}"

@@ -1,0 +1,208 @@
+"""Rollout workers and the pool that runs them inline or as Ray actors.
+
+`RolloutWorker` is a plain class (a model, a turn format, env instances) tested in-process;
+`ray.remote` wraps it at construction. The pool hands out whole micro-batches, gathers them
+with `ray.wait`, and sorts results by episode index. A worker that dies is replaced, its
+weights re-sent, and its micro-batch played again: micro-batches are pure, so the step's data
+is identical to an undisturbed run. A duplicate result is checked against the first (digest).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import gymnasium as gym
+import torch
+
+from steprl.rollout.config import RolloutConfig, SamplingConfig
+from steprl.rollout.episode import play_micro_batch
+from steprl.rollout.plan import micro_batches
+from steprl.rollout.trajectory import EpisodeSpec, Trajectory
+
+log = logging.getLogger(__name__)
+
+
+class RolloutError(RuntimeError):
+    """A micro-batch could not be played within its retries; names the micro-batch and the cause."""
+
+
+@dataclass
+class WorkerSpec:
+    """Everything a worker needs to build itself (picklable: sent to Ray actors)."""
+
+    model_config: Any
+    """A transformers PretrainedConfig: the architecture (weights arrive with set_weights)."""
+    tokenizer: Any
+    """The tokenizer (PreTrainedTokenizerFast)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments for gymnasium.make of every spec's env_id."""
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """Token sampling parameters."""
+    threads: int = 1
+    """torch threads while playing (fixed: results may depend on the thread count)."""
+
+
+class RolloutWorker:
+    """Plays micro-batches of episodes with one policy version at a time."""
+
+    def __init__(self, spec: WorkerSpec) -> None:
+        import steprl.envs  # noqa: F401  (registers steprl/* envs in this process)
+        from transformers import AutoModelForCausalLM
+
+        from steprl.agents.chat import make_turn_format
+
+        self.spec = spec
+        with torch.random.fork_rng():  # random init is overwritten by set_weights; keep global RNG untouched
+            self.model = AutoModelForCausalLM.from_config(spec.model_config, dtype=torch.float32)
+        self.model.eval()
+        self.turn_format = make_turn_format(spec.tokenizer)
+        self.pad_id = spec.tokenizer.pad_token_id
+        self.envs: dict[str, list[Any]] = {}
+        self.version: int | None = None
+
+    def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> int:
+        """Load a policy version's weights; returns the version (so callers can wait on it)."""
+        self.model.load_state_dict(weights)
+        self.version = version
+        return version
+
+    def _envs(self, env_id: str, n: int) -> list[Any]:
+        """n env instances of env_id, created once and reused (each reset by seed per episode)."""
+        pool = self.envs.setdefault(env_id, [])
+        while len(pool) < n:
+            pool.append(gym.make(env_id, **self.spec.env_kwargs))
+        return pool[:n]
+
+    def play(self, specs: Sequence[EpisodeSpec], version: int, greedy: bool = False) -> list[Trajectory]:
+        """Play one micro-batch with policy `version` (must be the loaded one)."""
+        if self.version != version:
+            raise RolloutError(f"worker holds policy version {self.version}, asked to play version {version}")
+        env_ids = {s.env_id for s in specs}
+        if len(env_ids) != 1:
+            raise RolloutError(f"a micro-batch must use one env id, got {sorted(env_ids)}")
+        envs = self._envs(env_ids.pop(), len(specs))
+        prev = torch.get_num_threads()
+        torch.set_num_threads(self.spec.threads)
+        try:
+            return play_micro_batch(self.model, self.turn_format, envs, specs, self.spec.sampling, version, self.pad_id, greedy)
+        finally:
+            torch.set_num_threads(prev)
+
+    def pid(self) -> int:
+        """Process id (fault-injection tests kill it)."""
+        return os.getpid()
+
+
+class RolloutPool:
+    """Runs micro-batches on inline or Ray workers; results sorted by episode index."""
+
+    def __init__(self, spec: WorkerSpec, cfg: RolloutConfig, ray_address: str | None = None, ray_num_cpus: int | None = None) -> None:
+        self.spec, self.cfg = spec, cfg
+        self.version: int | None = None
+        self._weights: Any = None
+        self.restarts = 0
+        if cfg.executor == "inline":
+            self.workers: list[Any] = [RolloutWorker(spec)]
+            self._ray = None
+        else:
+            import ray
+
+            from steprl.rollout.ray_setup import init_ray
+
+            init_ray(ray_address, ray_num_cpus)
+            self._ray = ray
+            self._actor_cls = ray.remote(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_restarts=0)(RolloutWorker)
+            self.workers = [self._new_actor() for _ in range(cfg.workers)]
+
+    def _new_actor(self) -> Any:
+        """A fresh Ray actor (with the current weights when there are any)."""
+        actor = self._actor_cls.remote(self.spec)
+        if self._weights is not None:
+            actor.set_weights.remote(self.version, self._weights)
+        return actor
+
+    def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> None:
+        """Send a policy version to every worker: one ray.put, then a reference to each actor."""
+        self.version = version
+        if self._ray is None:
+            self._weights = weights
+            self.workers[0].set_weights(version, weights)
+            return
+        self._weights = self._ray.put(weights)
+        self._ray.get([w.set_weights.remote(version, self._weights) for w in self.workers])
+
+    def play(self, specs: Sequence[EpisodeSpec], micro_batch: int | None = None, greedy: bool = False) -> list[Trajectory]:
+        """Play all specs with the current version; returns trajectories sorted by episode index."""
+        if self.version is None:
+            raise RolloutError("no weights were sent to the pool (call set_weights first)")
+        mbs = micro_batches(specs, micro_batch or self.cfg.micro_batch)
+        if self._ray is None:
+            out = [t for mb in mbs for t in self.workers[0].play(mb, self.version, greedy)]
+        else:
+            out = self._play_ray(mbs, greedy)
+        return sorted(out, key=lambda t: t.spec.index)
+
+    def _play_ray(self, mbs: list[list[EpisodeSpec]], greedy: bool) -> list[Trajectory]:
+        """Dispatch micro-batches to idle actors, replace dead ones, retry up to max_retries."""
+        ray = self._ray
+        queue = deque(range(len(mbs)))
+        idle = deque(range(len(self.workers)))
+        inflight: dict[Any, tuple[int, int]] = {}
+        results: dict[int, list[Trajectory]] = {}
+        attempts = [0] * len(mbs)
+        while queue or inflight:
+            while queue and idle:
+                k, w = queue.popleft(), idle.popleft()
+                inflight[self.workers[w].play.remote(mbs[k], self.version, greedy)] = (w, k)
+            ready, _ = ray.wait(list(inflight), num_returns=1)
+            ref = ready[0]
+            w, k = inflight.pop(ref)
+            try:
+                res = ray.get(ref)
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as e:
+                self._retry(k, mbs, attempts, e)
+                self.workers[w] = self._new_actor()
+                self.restarts += 1
+                queue.append(k)
+                idle.append(w)
+                continue
+            except ray.exceptions.RayTaskError as e:
+                self._retry(k, mbs, attempts, e)
+                queue.append(k)
+                idle.append(w)
+                continue
+            idle.append(w)
+            if k in results:
+                if [t.digest for t in results[k]] != [t.digest for t in res]:
+                    raise RolloutError(f"micro-batch {k} returned twice with different trajectories: determinism is broken")
+                continue
+            results[k] = res
+        return [t for k in sorted(results) for t in results[k]]
+
+    def _retry(self, k: int, mbs: list[list[EpisodeSpec]], attempts: list[int], err: Exception) -> None:
+        """Count a failed attempt; raise RolloutError once micro-batch k is out of retries."""
+        attempts[k] += 1
+        idx = (mbs[k][0].index, mbs[k][-1].index)
+        log.warning("micro-batch %d (episodes %d-%d) failed (attempt %d): %s", k, *idx, attempts[k], str(err).splitlines()[0][:200])
+        if attempts[k] > self.cfg.max_retries:
+            raise RolloutError(
+                f"micro-batch {k} (episodes {idx[0]}-{idx[1]} of step {mbs[k][0].step}) failed {attempts[k]} times "
+                f"(rollout.max_retries={self.cfg.max_retries}); last error: {str(err).splitlines()[0][:300]}"
+            ) from None
+
+    def pids(self) -> list[int]:
+        """Worker process ids (inline: this process)."""
+        if self._ray is None:
+            return [os.getpid()]
+        return self._ray.get([w.pid.remote() for w in self.workers])
+
+    def close(self) -> None:
+        """Kill the actors (the Ray session itself is left running for reuse)."""
+        if self._ray is not None:
+            for w in self.workers:
+                self._ray.kill(w)
+            self.workers = []

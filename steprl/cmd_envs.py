@@ -1,0 +1,117 @@
+"""`steprl envs`: list the registered envs, print an expert demonstration, or play an env from stdin."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from steprl.errors import SteprlError
+
+
+def register(subparsers: Any) -> argparse.ArgumentParser:
+    """Add the `envs` subcommand to an argparse subparsers object."""
+    p = subparsers.add_parser(
+        "envs",
+        help="list registered envs, show a demonstration (--demo SEED) or play one (--play SEED)",
+        description="Without ID: list steprl's envs. With ID: --demo SEED prints the expert "
+        "demonstration as a transcript; --play SEED reads your turns from stdin, one per line.",
+    )
+    p.add_argument("id", nargs="?", help="env id, e.g. steprl/Calculator-v0")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--demo", type=int, metavar="SEED", help="print the expert demonstration for SEED")
+    mode.add_argument("--play", type=int, metavar="SEED", help="play SEED interactively (turns from stdin)")
+    p.add_argument("--format", default=None, help="turn format: hermes (default) or compact")
+    p.add_argument("--imperfect", type=float, default=0.0, help="imperfect_rate for --demo (default 0)")
+    p.add_argument("--all", action="store_true", help="list every Gymnasium id, not only steprl's")
+    p.set_defaults(func=run)
+    return p
+
+
+def _make(env_id: str, fmt: str | None) -> Any:
+    import gymnasium as gym
+
+    from steprl.envs.registry import known_env_ids
+
+    if env_id not in known_env_ids():
+        raise SteprlError(f"unknown env id {env_id!r}; run `steprl envs` to list them")
+    kwargs = {"format": fmt} if fmt else {}
+    try:
+        return gym.make(env_id, **kwargs)
+    except (TypeError, ValueError) as exc:
+        raise SteprlError(f"cannot make {env_id!r} with {kwargs}: {exc}") from None
+
+
+def _list(show_all: bool) -> int:
+    from steprl.envs import ENVS
+    from steprl.envs.registry import known_env_ids, steprl_env_ids
+
+    ids = known_env_ids() if show_all else steprl_env_ids()
+    width = max((len(i) for i in ids), default=0)
+    for env_id in ids:
+        desc = ENVS.get(env_id, ("", ""))[1]
+        print(f"{env_id:<{width}}  {desc}".rstrip())
+    return 0
+
+
+def _header(info: dict[str, Any], obs: str) -> None:
+    if info.get("system"):
+        print("[system]\n" + str(info["system"]))
+    print("[user]\n" + obs)
+
+
+def _demo(env_id: str, seed: int, fmt: str | None, imperfect_rate: float) -> int:
+    env = _make(env_id, fmt)
+    demo_fn = getattr(env.unwrapped, "demonstration", None)
+    if demo_fn is None:
+        raise SteprlError(f"{env_id} has no expert demonstration")
+    obs, info = env.reset(seed=seed)
+    _header(info, obs)
+    total = 0.0
+    for turn in demo_fn(seed, imperfect_rate):
+        print("[agent]\n" + turn)
+        obs, reward, terminated, truncated, info = env.step(turn)
+        total += float(reward)
+        if obs:
+            print("[env]\n" + obs)
+        if terminated or truncated:
+            break
+    print(f"[end] reward={total:g} success={bool(info.get('success'))} turns={info.get('turn')}")
+    return 0
+
+
+def _play(env_id: str, seed: int, fmt: str | None) -> int:
+    env = _make(env_id, fmt)
+    obs, info = env.reset(seed=seed)
+    _header(info, obs)
+    total = 0.0
+    terminated = truncated = False
+    for line in sys.stdin:
+        turn = line.rstrip("\n")
+        obs, reward, terminated, truncated, info = env.step(turn)
+        total += float(reward)
+        print("[env]\n" + (obs or "(episode over)"), flush=True)
+        if terminated or truncated:
+            break
+    state = "terminated" if terminated else ("truncated" if truncated else "stopped")
+    print(f"[end] {state} reward={total:g} success={bool(info.get('success'))} turns={info.get('turn', 0)}")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    """Execute `steprl envs` for parsed `args`; returns the exit code (bad id: SteprlError, exit 2)."""
+    env_id = getattr(args, "id", None)
+    fmt = getattr(args, "format", None)
+    if env_id is None:
+        if args.demo is not None or args.play is not None:
+            raise SteprlError("--demo and --play need an env id, e.g. steprl envs steprl/Calculator-v0 --demo 0")
+        return _list(bool(getattr(args, "all", False)))
+    if args.demo is not None:
+        return _demo(env_id, args.demo, fmt, float(getattr(args, "imperfect", 0.0)))
+    if args.play is not None:
+        return _play(env_id, args.play, fmt)
+    _make(env_id, fmt)
+    from steprl.envs import ENVS
+
+    print(f"{env_id}  {ENVS.get(env_id, ('', ''))[1]}".rstrip())
+    return 0

@@ -1,0 +1,63 @@
+"""`steprl train CONFIG [key=value ...]`: run the config's stages (warm-up, RL, distill, eval)."""
+
+from __future__ import annotations
+
+import argparse
+
+from steprl.config import load_config, to_yaml
+from steprl.rollout.plan import assign_round_robin, micro_batches, plan_step
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `train` subcommand."""
+    p = sub.add_parser("train", help="train a policy from a config (a YAML path or a preset name)",
+                       description="Run the config's stages in order. CONFIG is a YAML file or a preset in steprl/configs.")
+    p.add_argument("config", help="YAML path or preset name (quickstart, smoke, ...)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.steps=10 run.name=try2")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and step 0's plan, then exit")
+    p.set_defaults(run=run)
+
+
+def dry_run_text(cfg) -> str:
+    """The resolved config and the first step's plan: episode indices, env seeds, micro-batches, workers."""
+    specs = plan_step(cfg, 0)
+    mbs = micro_batches(specs, cfg.rollout.micro_batch)
+    lines = ["# resolved config", to_yaml(cfg).rstrip(), "", f"# step 0 plan: {len(specs)} episodes, "
+             f"{len(mbs)} micro-batches of {cfg.rollout.micro_batch}, {cfg.rollout.workers} worker(s)"]
+    for w, ks in enumerate(assign_round_robin(len(mbs), cfg.rollout.workers)):
+        lines.append(f"worker {w}: micro-batches {ks}")
+    lines.append("index group member env_seed   sample_key          micro_batch")
+    for s in specs:
+        lines.append(f"{s.index:5d} {s.group:5d} {s.member:6d} {s.env_seed:10d} {s.sample_key:20d} {s.index // cfg.rollout.micro_batch:5d}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load and validate the config, then dry-run or train."""
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        print(dry_run_text(cfg))
+        return 0
+    from steprl.pipeline import train  # heavy imports only when training
+    from steprl.run_dir import run_path
+
+    print_summary(train(cfg), run_path(cfg))
+    return 0
+
+
+def print_summary(summary: dict, run_dir) -> None:
+    """The closing paragraph: steps, time, held-out success per stage, where the run lives, what next."""
+    stages = summary.get("stages", {})
+    parts = []
+    for name in ("warmup", "rl", "distill", "eval"):
+        if name in stages and stages[name].get("success") is not None:
+            s = stages[name]
+            parts.append(f"{name} {s['success']:.3f}")
+    rl = stages.get("rl", {})
+    print()
+    print(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s: {rl.get('steps', 0)} RL steps; "
+          f"held-out success ({stages.get('eval', stages.get('rl', {})).get('eval_episodes', '?')} episodes): "
+          + (", ".join(parts) or "n/a") + ".")
+    print(f"It lives in {run_dir} (metrics.jsonl, plots/, checkpoints/, rollouts/, summary.json); "
+          f"final checkpoint {summary.get('final_checkpoint')}.")
+    print(f"Replay a step with `steprl replay {run_dir} --step 0`, extend it with `steprl resume {run_dir} rl.steps=N`.")

@@ -1,0 +1,42 @@
+"""Expert demonstrations as token sequences for warm-up SFT, a pure function of (seed, step, slot).
+
+Each demonstration is played through its env (reset by seed, then each expert turn stepped),
+and encoded with the agent's turn format exactly as a rollout would see it, so warm-up
+trains on the same token layout the sampler produces. Loss mask: agent turns only.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import gymnasium as gym
+
+from steprl.rollout.plan import HALF
+from steprl.rollout.seeding import derive
+
+Example = tuple[list[int], list[int]]
+
+
+def demo_example(env: Any, turn_format: Any, seed: int, imperfect_rate: float) -> Example:
+    """(token ids, action mask) of the expert episode for env seed `seed`."""
+    obs0, info = env.reset(seed=seed)
+    turns = env.unwrapped.demonstration(seed, imperfect_rate=imperfect_rate)
+    observations = []
+    for t in turns[:-1]:
+        obs, _r, term, trunc, _i = env.step(t)
+        observations.append(obs)
+        if term or trunc:
+            break
+    turns = turns[: len(observations) + 1]
+    return turn_format.encode_demo(info.get("system", ""), obs0, turns, observations)
+
+
+def demo_batches(env_id: str, env_kwargs: dict[str, Any], turn_format: Any, seed: int, batch_size: int,
+                 imperfect_rate: float) -> Callable[[int], list[Example]]:
+    """A function step -> that step's demonstrations; env seeds from derive(seed, 'warmup', step, slot)."""
+    env = gym.make(env_id, **env_kwargs)
+
+    def batch_for_step(step: int) -> list[Example]:
+        return [demo_example(env, turn_format, derive(seed, "warmup", step, j) % HALF, imperfect_rate) for j in range(batch_size)]
+
+    return batch_for_step

@@ -1,0 +1,86 @@
+"""Held-out evaluation: play the same 'eval'-stream seeds with a policy and summarise.
+
+Success rate comes with a 95% Wilson interval; reward, turns, tool calls, malformed turns,
+generated tokens/s and wall time are reported per policy. The seeds never overlap training
+seeds (rollout.plan: eval seeds live in [2**31, 2**32)).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Sequence
+
+from steprl.rollout.plan import plan_eval
+from steprl.rollout.trajectory import Trajectory
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """One policy's held-out numbers."""
+
+    policy: str
+    success: float
+    success_ci: tuple[float, float]
+    reward_mean: float
+    turns_mean: float
+    tool_calls_mean: float
+    malformed_rate: float
+    params: int
+    tokens_per_s: float
+    wall_s: float
+    episodes: int
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        d = asdict(self)
+        d["success_ci"] = list(self.success_ci)
+        return d
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for k successes out of n."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def summarise(name: str, trajs: Sequence[Trajectory], params: int, wall_s: float) -> EvalResult:
+    """Aggregate held-out trajectories into an EvalResult."""
+    n = len(trajs)
+    k = sum(t.success for t in trajs)
+    gen = sum(t.num_action_tokens for t in trajs)
+    turns = sum(t.num_turns for t in trajs)
+    return EvalResult(
+        policy=name, success=k / max(n, 1), success_ci=wilson_interval(k, n),
+        reward_mean=sum(t.reward for t in trajs) / max(n, 1), turns_mean=turns / max(n, 1),
+        tool_calls_mean=sum(t.tool_calls for t in trajs) / max(n, 1),
+        malformed_rate=sum(t.malformed_turns for t in trajs) / max(turns, 1),
+        params=params, tokens_per_s=gen / max(wall_s, 1e-9), wall_s=wall_s, episodes=n,
+    )
+
+
+def evaluate_with_pool(pool: Any, name: str, seed: int, env_id: str, episodes: int, micro_batch: int,
+                       params: int, greedy: bool = True) -> tuple[EvalResult, list[Trajectory]]:
+    """Play `episodes` held-out seeds on a pool that already holds the policy's weights."""
+    specs = plan_eval(seed, env_id, episodes)
+    mb = math.gcd(episodes, micro_batch) if episodes % micro_batch else micro_batch
+    t0 = time.perf_counter()
+    trajs = pool.play(specs, micro_batch=mb, greedy=greedy)
+    return summarise(name, trajs, params, time.perf_counter() - t0), trajs
+
+
+def format_table(results: Sequence[EvalResult]) -> str:
+    """A plain-text table, one row per policy."""
+    head = f"{'policy':<28} {'success':>8} {'95% CI':>13} {'reward':>7} {'turns':>6} {'tools':>6} {'malf':>6} {'params':>10} {'tok/s':>8} {'wall_s':>7}"
+    lines = [head, "-" * len(head)]
+    for r in results:
+        ci = f"[{r.success_ci[0]:.2f},{r.success_ci[1]:.2f}]"
+        lines.append(f"{r.policy[-28:]:<28} {r.success:>8.3f} {ci:>13} {r.reward_mean:>7.3f} {r.turns_mean:>6.2f} "
+                     f"{r.tool_calls_mean:>6.2f} {r.malformed_rate:>6.3f} {r.params:>10,} {r.tokens_per_s:>8.0f} {r.wall_s:>7.1f}")
+    return "\n".join(lines)

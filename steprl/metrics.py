@@ -1,0 +1,124 @@
+"""Per-step metrics: one JSON line per step in metrics.jsonl, optional TensorBoard, PNG plots.
+
+Plots (matplotlib, Agg backend) are regenerated from metrics.jsonl at every checkpoint:
+reward and success, KL and entropy, grad norm and guard events, throughput.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from pathlib import Path
+from typing import Any, Iterable
+
+log = logging.getLogger(__name__)
+
+PLOTS = {
+    "reward.png": ("reward and success", ["reward_mean", "success_rate", "eval/success"]),
+    "kl_entropy.png": ("KL and entropy", ["kl", "entropy", "logprob_gap"]),
+    "grad_guards.png": ("grad norm and guard events", ["grad_norm", "guard/nonfinite_skips", "guard/spike_skips", "guard/rollbacks"]),
+    "throughput.png": ("throughput", ["tokens_per_s", "step_time_s"]),
+}
+
+
+class MetricsLogger:
+    """Appends metrics to `<run>/metrics.jsonl` (and TensorBoard when installed); draws plots on demand."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+        self.path = Path(run_dir) / "metrics.jsonl"
+        self.plot_dir = Path(run_dir) / "plots"
+        self._tb = None
+        if tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
+
+                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+            except ImportError:
+                self._tb = None
+
+    def log(self, step: int, stage: str, metrics: dict[str, Any]) -> None:
+        """Append one line {"step", "stage", ...metrics}; flushed and fsynced so a crash loses nothing logged."""
+        row = {"step": step, "stage": stage, **{k: _clean(v) for k, v in metrics.items()}}
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        if self._tb is not None:
+            for k, v in row.items():
+                if isinstance(v, (int, float)) and k != "step":
+                    self._tb.add_scalar(f"{stage}/{k}", v, step)
+
+    def truncate_after(self, step: int, stage: str) -> None:
+        """Drop rows of `stage` beyond `step` (resume after a crash re-logs those steps)."""
+        rows = read_metrics(self.path)
+        keep = [r for r in rows if not (r.get("stage") == stage and r.get("step", -1) > step)]
+        if len(keep) != len(rows):
+            tmp = self.path.with_suffix(".tmp")
+            tmp.write_text("".join(json.dumps(r, sort_keys=True) + "\n" for r in keep))
+            os.replace(tmp, self.path)
+
+    def plot(self) -> list[Path]:
+        """Redraw plots/*.png from metrics.jsonl; returns the files written."""
+        return plot_metrics(read_metrics(self.path), self.plot_dir)
+
+    def close(self) -> None:
+        """Flush TensorBoard."""
+        if self._tb is not None:
+            self._tb.close()
+
+
+def _clean(v: Any) -> Any:
+    """JSON-safe value: non-finite floats become strings ('nan', 'inf')."""
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if hasattr(v, "item"):
+        return _clean(v.item())
+    return v
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """All rows of a metrics.jsonl (a torn last line from a crash is ignored)."""
+    if not Path(path).is_file():
+        return []
+    rows = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            log.warning("%s: ignoring a torn line", path)
+    return rows
+
+
+def plot_metrics(rows: Iterable[dict[str, Any]], out_dir: Path) -> list[Path]:
+    """One PNG per panel of PLOTS, x = RL step; metrics missing from the rows are left out."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r.get("stage") in ("rl", "distill")]
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, (title, keys) in PLOTS.items():
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        drawn = False
+        for stage in ("rl", "distill"):
+            for k in keys:
+                pts = [(r["step"], r[k]) for r in rows if r.get("stage") == stage and isinstance(r.get(k), (int, float))]
+                if pts:
+                    xs, ys = zip(*pts)
+                    ax.plot(xs, ys, marker="." if len(pts) < 50 else None, label=f"{stage}:{k}" if stage != "rl" else k)
+                    drawn = True
+        ax.set_title(title)
+        ax.set_xlabel("step")
+        if drawn:
+            ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        path = out_dir / name
+        fig.savefig(path, dpi=80)
+        plt.close(fig)
+        written.append(path)
+    return written

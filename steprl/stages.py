@@ -1,0 +1,153 @@
+"""The stages of a run, each `run_<name>(state, checkpoint) -> summary dict`.
+
+The RL loop reads top to bottom: plan -> play -> update -> record -> log -> checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from steprl.agents.model import count_parameters
+from steprl.agents.policy import load_policy, save_policy
+from steprl.checkpoint import Checkpoint
+from steprl.config import to_dict
+from steprl.demos import demo_batches
+from steprl.errors import Interrupted
+from steprl.evaluate import evaluate_with_pool
+from steprl.learners.policy_gradient import Learner
+from steprl.learners.sft import SFTTrainer
+from steprl.rollout.plan import plan_step
+from steprl.rollout.store import steps_digest, write_step
+
+log = logging.getLogger(__name__)
+
+
+def warmup_cache_key(state: Any) -> str:
+    """Hash of everything the warm-up result depends on (model, tokenizer, env, warmup, seed)."""
+    c = to_dict(state.cfg)
+    key = {k: c[k] for k in ("model", "tokenizer", "env", "warmup")} | {"seed": c["run"]["seed"], "v": 1}
+    key["warmup"].pop("cache", None)
+    return hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
+
+
+def run_warmup(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """SFT on expert demonstrations (or reuse a cached identical warm-up), then checkpoint step 0."""
+    cfg = state.cfg
+    cache = Path(cfg.run.root) / ".warmup_cache" / warmup_cache_key(state)
+    losses: list[float] = []
+    if cfg.warmup.cache and (cache / "model" / "config.json").is_file():
+        log.info("warm-up: reusing cached result %s", cache)
+        cached = load_policy(cache / "model")
+        state.policy.model.load_state_dict(cached.model.state_dict())
+        cached_from = str(cache)
+    else:
+        tf = state.policy.turn_format
+        batches = demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, cfg.run.seed, cfg.warmup.batch_size, cfg.warmup.imperfect_rate)
+        trainer = SFTTrainer(state.policy.model, cfg.warmup, cfg.run.seed, state.policy.tokenizer.pad_token_id)
+        bar = tqdm(total=cfg.warmup.steps, desc="warmup", unit="step", dynamic_ncols=True)
+
+        def on_step(step: int, loss: float) -> None:
+            bar.update(1)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{loss:.3f}")
+            if step % 50 == 0 or step == cfg.warmup.steps - 1:
+                state.metrics.log(step, "warmup", {"loss": loss})
+            if state.stop_requested:
+                raise KeyboardInterrupt
+
+        losses = trainer.run(batches, on_step=on_step)
+        bar.close()
+        cached_from = None
+        if cfg.warmup.cache:
+            tmp = cache.with_name(cache.name + ".tmp")
+            save_policy(state.policy, tmp / "model")
+            tmp.rename(cache) if not cache.exists() else None
+    state.policy.model.eval()
+    state.checkpoint(0, "warmup", {}, {"version": 0})
+    result = {"steps": cfg.warmup.steps, "final_loss": losses[-1] if losses else None, "cached_from": cached_from}
+    result.update(_success_fields(held_out(state, "warmup")))
+    return result
+
+
+def _success_fields(res: dict[str, Any]) -> dict[str, Any]:
+    """The held-out numbers a stage summary carries."""
+    return {"success": res["success"], "success_ci": res["success_ci"], "reward_mean": res["reward_mean"],
+            "eval_episodes": res["episodes"], "eval_tokens_per_s": res["tokens_per_s"]}
+
+
+def make_learner(state: Any) -> Learner:
+    """The RL learner on the run's policy, with a frozen reference when KL is on."""
+    cfg = state.cfg
+    ref = None
+    if cfg.learner.kl_coef > 0:
+        ref_dir = state.ckpt_dir / "step_000000" / "model"
+        ref = load_policy(ref_dir).model if ref_dir.is_dir() else None
+    return Learner(state.policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
+                   total_steps=cfg.rl.steps, pad_id=state.policy.tokenizer.pad_token_id, ref_model=ref)
+
+
+def run_rl(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """The RL step loop, from the checkpoint's step (0 after warm-up) to rl.steps."""
+    cfg = state.cfg
+    learner = make_learner(state)
+    start = 0
+    if checkpoint is not None and checkpoint.state.get("stage") == "rl":
+        learner.load_state_dict(checkpoint.learner_state())
+        start = checkpoint.step
+        state.metrics.truncate_after(start - 1, "rl")
+    pool = state.get_pool()
+    pool.set_weights(start, learner.weights())
+    bar = tqdm(range(start, cfg.rl.steps), initial=start, total=cfg.rl.steps, desc="rl", unit="step", dynamic_ncols=True)
+    stats: dict[str, Any] = {}
+    for step in bar:
+        t0 = time.perf_counter()
+        trajs = pool.play(plan_step(cfg, step))                      # pure: (config, seed, step, weights)
+        t_play = time.perf_counter() - t0
+        stats = learner.update(trajs).to_dict()
+        pool.set_weights(step + 1, learner.weights())                # version step+1 plays step+1
+        write_step(state.dir / "rollouts", step, trajs)
+        step_time = time.perf_counter() - t0
+        gen = sum(t.num_action_tokens for t in trajs)
+        stats.update(step_time_s=step_time, play_time_s=t_play, tokens_per_s=gen / step_time, generated_tokens=gen,
+                     step_digest=steps_digest(trajs), policy_version=step)
+        state.metrics.log(step, "rl", stats)
+        bar.set_postfix(reward=f"{stats['reward_mean']:.2f}", success=f"{stats['success_rate']:.2f}", s=f"{step_time:.1f}")
+        done = step + 1
+        if done % cfg.rl.checkpoint_every == 0 or done == cfg.rl.steps or state.stop_requested:
+            state.checkpoint(done, "rl", learner.state_dict(), {"version": done})
+        if state.stop_requested and done < cfg.rl.steps:
+            raise Interrupted(f"stopped after step {done} of {cfg.rl.steps}; continue with `steprl resume {state.dir}`")
+    bar.close()
+    result = {"steps": cfg.rl.steps, "final_reward_mean": stats.get("reward_mean"), "final_train_success": stats.get("success_rate")}
+    result.update(_success_fields(held_out(state, "rl")))
+    return result
+
+
+def run_eval(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """Held-out evaluation of the final policy (the summary's headline number)."""
+    return _success_fields(held_out(state, "final"))
+
+
+def run_distill(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """Distillation stage (see steprl.distill)."""
+    from steprl.distill import distill_stage
+
+    return distill_stage(state)
+
+
+def held_out(state: Any, name: str) -> dict[str, Any]:
+    """Greedy held-out success of the current policy on the run's eval seeds."""
+    pool = state.get_pool()
+    pool.set_weights(-1, {k: v.detach().clone() for k, v in state.policy.model.state_dict().items()})
+    cfg = state.cfg
+    res, _ = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
+                                count_parameters(state.policy.model), greedy=cfg.eval.greedy)
+    log.info("held-out success after %s: %.3f (%d episodes)", name, res.success, res.episodes)
+    return res.to_dict()
