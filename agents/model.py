@@ -1,0 +1,98 @@
+"""Policy models: a small causal LM built from a transformers config, or a local `save_pretrained` dir.
+
+Building is deterministic: every floating parameter is drawn from a local `torch.Generator`
+seeded with `seed`, in sorted parameter-name order, so the same (config, vocab, seed) gives
+bitwise-identical weights in any process. No global RNG is touched and nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Union
+
+import torch
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+
+from steprl.agents.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+INIT_STD = 0.02
+"""Standard deviation of the normal init of weight matrices and embeddings (transformers' default)."""
+
+_ARCHS = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}
+
+
+def hf_config(cfg: ModelConfig, vocab_size: int, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2):
+    """The transformers config (LlamaConfig or Qwen2Config) for `cfg`, float32, tied embeddings, sdpa."""
+    problems = cfg.check()
+    if problems:
+        raise ValueError("invalid ModelConfig: " + "; ".join(f"{k}: {v}" for k, v in problems))
+    config_cls, _ = _ARCHS[cfg.arch]
+    return config_cls(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden,
+        intermediate_size=cfg.intermediate,
+        num_hidden_layers=cfg.layers,
+        num_attention_heads=cfg.heads,
+        num_key_value_heads=cfg.kv_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        pad_token_id=pad_id,
+        bos_token_id=bos_id,
+        eos_token_id=eos_id,
+        dtype="float32",
+        attn_implementation="sdpa",
+    )
+
+
+@torch.no_grad()
+def init_weights(model: torch.nn.Module, seed: int) -> None:
+    """Re-initialise `model` in place from a local generator: norms 1, biases 0, other tensors N(0, 0.02)."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed) & ((1 << 63) - 1))
+    seen: set[int] = set()
+    for name, p in sorted(model.named_parameters(remove_duplicate=True), key=lambda kv: kv[0]):
+        if id(p) in seen:
+            continue
+        seen.add(id(p))
+        if "norm" in name:
+            p.fill_(1.0)
+        elif name.endswith("bias"):
+            p.zero_()
+        else:
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * INIT_STD)
+
+
+def build_model(cfg: ModelConfig, vocab_size: int, seed: int, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> PreTrainedModel:
+    """Build a float32 causal LM from `cfg` with deterministic weights (same seed -> bitwise same weights).
+
+    `cfg.path` set means load that directory instead (`load_model`).
+    """
+    if cfg.path is not None:
+        return load_model(cfg.path)
+    config = hf_config(cfg, vocab_size, pad_id, bos_id, eos_id)
+    _, model_cls = _ARCHS[cfg.arch]
+    # transformers' own init draws from the global RNG: fork it so the caller's state is untouched.
+    with torch.random.fork_rng(devices=[]):
+        model = model_cls(config).to(torch.float32)
+    init_weights(model, seed)
+    model.eval()
+    log.info("built %s model: %d parameters (seed %d)", cfg.arch, count_parameters(model), seed)
+    return model
+
+
+def load_model(path: Union[str, Path]) -> PreTrainedModel:
+    """Load a causal LM from a local `save_pretrained` directory in float32 (never the network)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise FileNotFoundError(f"model directory not found: {p}")
+    model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32)
+    model.eval()
+    return model
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of distinct parameters (tied embeddings counted once)."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,91 @@
+"""Benchmark: generated tokens/s of steprl's GenerationBatch vs `model.generate(do_sample=True)`.
+
+Same process, same quickstart-size model (ModelConfig defaults, char vocabulary), same
+prompts. Both generate exactly NEW tokens per row (generate: min_new_tokens = max_new_tokens;
+ours: a stop string that never occurs). Prints a table and writes bench/results/sampler.json.
+
+    python bench/sampler.py [--new 64] [--repeats 3] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from steprl.agents.config import ModelConfig, TokenizerConfig
+from steprl.agents.policy import build_policy
+from steprl.rollout.sampler import GenerationBatch, SamplingParams
+
+
+def prompts_for(tf, batch: int) -> list[list[int]]:
+    """Equal-length prompts (so generate needs no padding)."""
+    return [tf.prompt_ids("You are a calculator agent.", f"Compute {1000 + i}*{47 + i % 50}.") [:40] for i in range(batch)]
+
+
+def run_ours(policy, prompts, new: int, params: SamplingParams) -> float:
+    """Seconds for one turn of `new` tokens on every row."""
+    B = len(prompts)
+    t0 = time.perf_counter()
+    gb = GenerationBatch(policy.model, prompts, list(range(B)), params, policy.tokenizer.pad_token_id)
+    res = gb.generate_turn([True] * B, [0] * B, [new] * B, [["\x07never"]] * B, policy.turn_format.decode)
+    dt = time.perf_counter() - t0
+    assert all(len(r.tokens) == new for r in res)
+    return dt
+
+
+def run_hf(policy, prompts, new: int) -> float:
+    """Seconds for model.generate(do_sample=True) of exactly `new` tokens per row."""
+    ids = torch.tensor(prompts, dtype=torch.int64)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = policy.model.generate(
+            input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=True, max_new_tokens=new,
+            min_new_tokens=new, pad_token_id=policy.tokenizer.pad_token_id, top_k=0, top_p=1.0, temperature=1.0,
+        )
+    dt = time.perf_counter() - t0
+    assert out.shape[1] == ids.shape[1] + new
+    return dt
+
+
+def main() -> None:
+    """Run the table."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--new", type=int, default=64)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--batches", type=str, default="1,16,64")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    policy = build_policy(ModelConfig(), TokenizerConfig(), seed=0)
+    params = SamplingParams()
+    rows = []
+    for B in [int(x) for x in args.batches.split(",")]:
+        prompts = prompts_for(policy.turn_format, B)
+        run_ours(policy, prompts, 4, params), run_hf(policy, prompts, 4)  # warm-up
+        ours, hf = float("inf"), float("inf")
+        for _ in range(args.repeats):  # interleaved, best of: both see the same machine load
+            ours = min(ours, run_ours(policy, prompts, args.new, params))
+            hf = min(hf, run_hf(policy, prompts, args.new))
+        row = {"batch": B, "new_tokens": args.new, "ours_tok_s": B * args.new / ours, "generate_tok_s": B * args.new / hf}
+        row["ratio"] = row["ours_tok_s"] / row["generate_tok_s"]
+        rows.append(row)
+        print(f"batch {B:3d}: ours {row['ours_tok_s']:9.0f} tok/s   generate {row['generate_tok_s']:9.0f} tok/s   ratio {row['ratio']:.2f}", flush=True)
+    meta = {"nproc": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
+            "processor": platform.processor(), "params": sum(p.numel() for p in policy.model.parameters())}
+    out = Path(__file__).parent / "results" / "sampler.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
+    print(f"| batch | ours tok/s | generate tok/s | ratio |\n|---|---|---|---|")
+    for r in rows:
+        print(f"| {r['batch']} | {r['ours_tok_s']:.0f} | {r['generate_tok_s']:.0f} | {r['ratio']:.2f} |")
+    print(json.dumps(meta))
+
+
+if __name__ == "__main__":
+    main()

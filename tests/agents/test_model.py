@@ -1,0 +1,80 @@
+"""Model building: deterministic init, save/load with plain transformers, parameter count."""
+
+from __future__ import annotations
+
+import hashlib
+import subprocess
+import sys
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from steprl.agents.config import ModelConfig
+from steprl.agents.model import build_model, count_parameters, load_model
+
+TINY = ModelConfig(layers=2, hidden=64, heads=2, kv_heads=1, intermediate=128, max_positions=256)
+
+
+def weights_digest(model) -> str:
+    """sha256 over the state dict in key order."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_same_seed_same_weights_different_seed_differs(arch):
+    cfg = ModelConfig(**{**TINY.__dict__, "arch": arch})
+    a, b, c = build_model(cfg, 101, 3), build_model(cfg, 101, 3), build_model(cfg, 101, 4)
+    assert weights_digest(a) == weights_digest(b) != weights_digest(c)
+    assert next(a.parameters()).dtype == torch.float32
+    assert a.config.model_type == arch and a.config.vocab_size == 101
+
+
+def test_bitwise_in_fresh_process():
+    code = (
+        "import hashlib, torch\n"
+        "from steprl.agents.config import ModelConfig\nfrom steprl.agents.model import build_model\n"
+        "m = build_model(ModelConfig(layers=2, hidden=64, heads=2, kv_heads=1, intermediate=128, max_positions=256), 101, 3)\n"
+        "h = hashlib.sha256()\n"
+        "for k, v in sorted(m.state_dict().items()):\n    h.update(k.encode()); h.update(v.contiguous().numpy().tobytes())\n"
+        "print(h.hexdigest())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env={"PYTHONHASHSEED": "7", "PATH": ""})
+    assert out.stdout.strip().splitlines()[-1] == weights_digest(build_model(TINY, 101, 3))
+
+
+def test_global_rng_untouched():
+    before = torch.random.get_rng_state()
+    build_model(TINY, 101, 0)
+    assert torch.equal(before, torch.random.get_rng_state())
+
+
+def test_save_load_plain_transformers(tmp_path):
+    m = build_model(TINY, 101, 5)
+    m.save_pretrained(tmp_path)
+    assert (tmp_path / "model.safetensors").exists()
+    plain = AutoModelForCausalLM.from_pretrained(str(tmp_path), local_files_only=True)
+    ours = load_model(tmp_path)
+    x = torch.tensor([[1, 10, 20, 30, 40]])
+    with torch.no_grad():
+        ref = m(x).logits
+        assert torch.equal(ref, plain(x).logits) and torch.equal(ref, ours(x).logits)
+    assert build_model(ModelConfig(path=str(tmp_path)), 101, 0).config.hidden_size == 64
+
+
+def test_count_parameters_counts_tied_once():
+    m = build_model(TINY, 101, 0)
+    # embeddings (tied) 101*64; per layer: q 64*64, k,v 64*32 each, o 64*64, mlp 3*64*128, 2 norms; final norm
+    per_layer = 64 * 64 * 2 + 64 * 32 * 2 + 3 * 64 * 128 + 2 * 64
+    assert count_parameters(m) == 101 * 64 + 2 * per_layer + 64
+
+
+def test_bad_config_rejected():
+    with pytest.raises(ValueError, match="arch"):
+        build_model(ModelConfig(arch="gpt9"), 101, 0)
+    with pytest.raises(FileNotFoundError):
+        load_model("/nonexistent/model")

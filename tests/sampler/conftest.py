@@ -1,0 +1,16 @@
+"""A tiny deterministic policy shared by the sampler tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from steprl.agents.config import ModelConfig, TokenizerConfig
+from steprl.agents.policy import build_policy
+
+TINY = dict(layers=2, hidden=64, heads=2, kv_heads=1, intermediate=128, max_positions=512)
+
+
+@pytest.fixture(scope="session")
+def policy():
+    """2-layer Llama, hidden 64, char vocabulary, seed 0."""
+    return build_policy(ModelConfig(**TINY), TokenizerConfig(), seed=0)
