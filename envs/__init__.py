@@ -1,1 +1,72 @@
-"""steprl.envs."""
+"""steprl.envs: text environments for tool-using agents, registered with Gymnasium on import.
+
+Ids (`steprl/<Name>-v0`): Calculator, Lookup, Guess (task envs with tools and expert
+demonstrations) and Discrete (any Discrete-action Gymnasium env as text; kwarg `env_id`).
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from steprl.envs.adapters import DiscreteToText, QAEnv, reasoning_gym_env
+from steprl.envs.base import ExpertStep, Task, ToolTaskEnv
+from steprl.envs.calculator import CalculatorEnv
+from steprl.envs.guess import GuessEnv
+from steprl.envs.lookup import LookupEnv
+from steprl.envs.protocol import Answer, Malformed, Protocol, ToolCall, get_protocol
+from steprl.envs.tools import Tool, ToolResult, get_tool, register_tool, run_tool, run_with_timeout
+
+#: id -> (entry point, one-line description); the registry `steprl envs` lists.
+ENVS: dict[str, tuple[str, str]] = {
+    "steprl/Calculator-v0": (
+        "steprl.envs.calculator:CalculatorEnv",
+        "Exact arithmetic on long operands with the calc tool (kwargs digits, ops, steps).",
+    ),
+    "steprl/Lookup-v0": (
+        "steprl.envs.lookup:LookupEnv",
+        "Multi-hop questions over a hidden generated table with the lookup tool (kwargs people, hops).",
+    ),
+    "steprl/Guess-v0": (
+        "steprl.envs.guess:GuessEnv",
+        "Find a hidden number with higher/lower replies from the guess tool (kwarg high).",
+    ),
+    "steprl/Discrete-v0": (
+        "steprl.envs.adapters:make_discrete",
+        "Any Discrete-action Gymnasium env as text (kwarg env_id, default FrozenLake-v1).",
+    ),
+}
+
+
+def register_all() -> None:
+    """Register every id in ENVS with Gymnasium (idempotent: already registered ids are skipped)."""
+    for env_id, (entry_point, _) in ENVS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point, disable_env_checker=True)
+
+
+register_all()
+
+__all__ = [
+    "Answer",
+    "CalculatorEnv",
+    "DiscreteToText",
+    "ENVS",
+    "ExpertStep",
+    "GuessEnv",
+    "LookupEnv",
+    "Malformed",
+    "Protocol",
+    "QAEnv",
+    "Task",
+    "Tool",
+    "ToolCall",
+    "ToolResult",
+    "ToolTaskEnv",
+    "get_protocol",
+    "get_tool",
+    "reasoning_gym_env",
+    "register_all",
+    "register_tool",
+    "run_tool",
+    "run_with_timeout",
+]
