@@ -132,3 +132,57 @@ class WarmupConfig:
         if not 0 <= self.imperfect_rate <= 1:
             out.append(("imperfect_rate", f"expected in [0, 1], got {self.imperfect_rate}"))
         return out
+
+
+@dataclass
+class DistillLearnerConfig:
+    """The distillation update (NUMERICS C): exact per-token KL to a frozen teacher, AdamW, the B guards."""
+
+    lr: float = 1e-3
+    """AdamW learning rate of the student."""
+    kl_coef: float = 1.0
+    """Weight of the per-token KL (the loss is kl_coef x token-mean KL)."""
+    temperature: float = 1.0
+    """Temperature applied to both student and teacher logits before the KL."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    schedule: str = "constant"
+    """constant, linear or cosine over `total_steps`."""
+    micro_batch: int = 16
+    """Sequences per forward/backward (gradient accumulation with whole-batch normalisers)."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip; 0 disables."""
+    spike_window: int = 20
+    """Window of recent finite values for spike detection."""
+    spike_factor: float = 10.0
+    """A loss or grad norm above factor x (robust scale of the window) is a spike and the step is skipped."""
+    spike_min_history: int = 5
+    """Finite values a spike window must hold before it can flag anything."""
+    spike_floor: float = 0.1
+    """Absolute floor on the robust scale of a spike window."""
+    max_consecutive_skips: int = 3
+    """After this many skipped steps in a row, roll back to the last good state."""
+    max_rollbacks: int = 3
+    """After this many rollbacks, stop with an error."""
+    rollback_lr_factor: float = 0.5
+    """Learning rate multiplier applied at each rollback."""
+
+    def check(self) -> list[tuple[str, str]]:
+        """Return (field, problem) pairs for impossible values."""
+        out = []
+        for name in ("lr", "temperature", "spike_factor", "rollback_lr_factor"):
+            if not getattr(self, name) > 0:
+                out.append((name, f"expected > 0, got {getattr(self, name)}"))
+        for name in ("micro_batch", "spike_window", "spike_min_history", "max_consecutive_skips", "max_rollbacks"):
+            if getattr(self, name) <= 0:
+                out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
+        for name in ("kl_coef", "weight_decay", "grad_clip", "warmup_steps", "spike_floor"):
+            if getattr(self, name) < 0:
+                out.append((name, f"expected >= 0, got {getattr(self, name)}"))
+        if self.schedule not in ("constant", "linear", "cosine"):
+            out.append(("schedule", f"expected constant, linear or cosine, got {self.schedule!r}"))
+        return out

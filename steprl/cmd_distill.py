@@ -1,19 +1,40 @@
-"""`steprl distill`: not built yet (exits 2 saying so)."""
+"""`steprl distill CONFIG [key=value ...]`: distil a trained teacher into a smaller student.
+
+    steprl distill smoke distill.teacher=runs/smoke distill.method=on_policy distill.steps=20
+
+`distill.teacher` is a checkpoint directory, a run directory (its newest verified checkpoint)
+or a save_pretrained directory. The student (`distill.student.*`) shares the teacher's
+tokenizer; a different tokenizer or a missing teacher is refused with a one-line error (exit 2).
+Output: runs/<run.name>/distill/ (config.yaml, checkpoints/, rollouts/, metrics.jsonl, plots/,
+summary.json); running the same command again resumes from its newest checkpoint.
+"""
 
 from __future__ import annotations
 
 import argparse
 
-from steprl.errors import SteprlError
+from steprl.config import load_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `distill` subcommand."""
-    p = sub.add_parser("distill", help="distill (not built yet)")
-    p.add_argument("rest", nargs="*")
+    p = sub.add_parser("distill", help="distil a trained teacher into a smaller student",
+                       description="Distil distill.teacher into distill.student (on-policy reverse KL, off-policy forward KL or mixed).")
+    p.add_argument("config", help="YAML path or preset name (quickstart, smoke, ...)")
+    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distill.teacher=runs/quickstart distill.steps=20")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Refuse honestly until the stage exists."""
-    raise SteprlError("this command is not built yet")
+    """Load the config, distil, print the held-out comparison."""
+    cfg = load_config(args.config, args.overrides)
+    from steprl.distill import distill_from_config  # heavy imports only when distilling
+
+    r = distill_from_config(cfg)
+    ret = "n/a" if r.get("retention") is None else f"{r['retention']:.2f}"
+    print(f"Distilled {r['teacher']} ({r['teacher_params']:,} params) into a {r['student_params']:,}-parameter student "
+          f"in {r['steps']} {r['method']} steps.")
+    print(f"Held-out ({r['eval_episodes']} episodes): student success {r['success']:.3f} (before {r['success_before']:.3f}), "
+          f"teacher {r['teacher_success']:.3f}, retention {ret}; reverse KL student->teacher {r['kl_before']:.4f} -> {r['kl_after']:.4f} nats/token.")
+    print(f"The student lives in {r['dir']}; final checkpoint {r['final_checkpoint']}.")
+    return 0

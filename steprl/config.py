@@ -106,6 +106,11 @@ class DistillConfig:
     """Weight of the per-token KL."""
     checkpoint_every: int = 20
     """Checkpoint interval in steps."""
+    temperature: float = 1.0
+    """Temperature of both student and teacher distributions inside the KL."""
+    full_vocab_max: int = 65536
+    """Exact full-vocabulary KL up to this vocabulary size; above it on-policy steps use the sampled per-token
+    advantage -(log q - log p_T) through the RL learner, off-policy steps cross-entropy on teacher samples."""
     student: ModelConfig = field(default_factory=lambda: ModelConfig(layers=2, hidden=64, heads=2, kv_heads=2, intermediate=256))
     """The student model (built from config or loaded from `student.path`)."""
 
@@ -119,8 +124,13 @@ class DistillConfig:
         for name in ("steps", "checkpoint_every"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
-        if not self.lr > 0:
-            out.append(("lr", f"expected > 0, got {self.lr}"))
+        for name in ("lr", "temperature"):
+            if not getattr(self, name) > 0:
+                out.append((name, f"expected > 0, got {getattr(self, name)}"))
+        if self.kl_coef < 0:
+            out.append(("kl_coef", f"expected >= 0, got {self.kl_coef}"))
+        if self.full_vocab_max <= 0:
+            out.append(("full_vocab_max", f"expected a positive integer, got {self.full_vocab_max}"))
         out += [(f"student.{k}", v) for k, v in self.student.check()]
         return out
 

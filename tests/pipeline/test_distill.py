@@ -1,0 +1,128 @@
+"""The distill stage end to end on the smoke preset (inline executor): KL to the teacher goes down, refusals."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from steprl.agents.tokenizer import build_char_tokenizer
+from steprl.cli import main
+from steprl.config import load_config
+from steprl.distill import distill_from_config, picks_on_policy, plan_distill
+from steprl.metrics import read_metrics
+from steprl.rollout.plan import HALF, plan_eval, plan_step
+
+STUDENT = ["distill.student.layers=1", "distill.student.hidden=16", "distill.student.heads=2", "distill.student.kv_heads=2",
+           "distill.student.intermediate=32", "distill.student.max_positions=256"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread (the machine is shared) and deterministic kernels."""
+    prev, threads = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.use_deterministic_algorithms(prev)
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def teacher_run(tmp_path_factory) -> Path:
+    """A smoke teacher briefly warmed up on demonstrations (far from uniform, so KL to it is large at first)."""
+    from steprl.pipeline import train
+
+    root = tmp_path_factory.mktemp("teacher")
+    cfg = load_config("smoke", [f"run.root={root}", "run.name=teacher", "run.threads=1", "warmup.steps=30",
+                                "warmup.lr=1e-2", "warmup.warmup_steps=2", "stages=[warmup]"])
+    train(cfg)
+    return root / "teacher"
+
+
+def _cfg(tmp_path: Path, teacher: Path, *extra: str):
+    return load_config("smoke", [f"run.root={tmp_path}", "run.name=student", "run.threads=1", f"distill.teacher={teacher}",
+                                 "distill.lr=1e-2", "distill.steps=5", "distill.checkpoint_every=2", *STUDENT, *extra])
+
+
+@pytest.mark.parametrize("method", ["on_policy", "off_policy"])
+def test_distillation_lowers_held_out_reverse_kl(tmp_path, teacher_run, method):
+    r = distill_from_config(_cfg(tmp_path, teacher_run, f"distill.method={method}"))
+    assert r["kl_before"] > 0.5                                  # a random student is far from the warmed-up teacher
+    assert r["kl_after"] < 0.7 * r["kl_before"], (r["kl_before"], r["kl_after"])
+    assert r["student_params"] < r["teacher_params"] and r["eval_episodes"] == 8
+    for key in ("success", "success_ci", "teacher_success", "success_before", "retention", "final_checkpoint"):
+        assert key in r
+    d = tmp_path / "student" / "distill"
+    for name in ("config.yaml", "metrics.jsonl", "summary.json", "plots/kl_entropy.png", "rollouts/step_000004.jsonl.gz",
+                 "checkpoints/latest", "checkpoints/step_000005/MANIFEST.json"):
+        assert (d / name).exists(), name
+    rows = [x for x in read_metrics(d / "metrics.jsonl") if x["stage"] == "distill"]
+    assert [x["step"] for x in rows] == [0, 1, 2, 3, 4]
+    assert all(x["on_policy"] == float(method == "on_policy") for x in rows)
+    assert rows[0]["guard/nonfinite"] == 0.0 and rows[-1]["tokens_trained"] > 0
+    if method == "on_policy":  # teacher batches differ step to step; the student's own KL falls steadily
+        assert rows[-1]["kl"] < 0.7 * rows[0]["kl"]
+    assert json.loads((d / "summary.json").read_text())["stages"]["distill"]["kl_after"] == r["kl_after"]
+
+
+def test_resume_continues_from_checkpoint_and_matches(tmp_path, teacher_run):
+    """Stopping after 2 of 3 steps and running again gives the same final student as one uninterrupted run."""
+    full = distill_from_config(_cfg(tmp_path / "a", teacher_run, "distill.method=mixed", "distill.steps=3"))
+    distill_from_config(_cfg(tmp_path / "b", teacher_run, "distill.method=mixed", "distill.steps=2"))
+    part = distill_from_config(_cfg(tmp_path / "b", teacher_run, "distill.method=mixed", "distill.steps=3"))
+    rows_b = read_metrics(tmp_path / "b" / "student" / "distill" / "metrics.jsonl")
+    assert [x["step"] for x in rows_b] == [0, 1, 2]
+    rows_a = read_metrics(tmp_path / "a" / "student" / "distill" / "metrics.jsonl")
+    assert [x["step_digest"] for x in rows_a] == [x["step_digest"] for x in rows_b]
+    assert rows_a[-1]["loss"] == rows_b[-1]["loss"] and full["kl_after"] == part["kl_after"]
+    assert full["kl_before"] == part["kl_before"]
+
+
+def test_new_teacher_does_not_resume_stale_student(tmp_path, teacher_run):
+    """A distill dir made with another teacher (e.g. RL extended) starts over instead of resuming."""
+    from steprl.agents.policy import build_policy, save_policy
+
+    distill_from_config(_cfg(tmp_path, teacher_run, "distill.steps=2"))
+    other = build_policy(load_config("smoke").model, load_config("smoke").tokenizer, seed=123)
+    save_policy(other, tmp_path / "other")
+    distill_from_config(_cfg(tmp_path, tmp_path / "other", "distill.steps=2"))
+    d = tmp_path / "student" / "distill"
+    assert len(list(d.glob("checkpoints_stale_*"))) == 1
+    assert [x["step"] for x in read_metrics(d / "metrics.jsonl")] == [0, 1]
+
+
+def test_sampled_path_for_large_vocabularies(tmp_path, teacher_run):
+    """full_vocab_max below the vocabulary: on-policy steps go through the RL learner with -(log q - log p_T)."""
+    r = distill_from_config(_cfg(tmp_path, teacher_run, "distill.full_vocab_max=50", "distill.steps=10"))
+    rows = read_metrics(tmp_path / "student" / "distill" / "metrics.jsonl")
+    assert "ratio_mean" in rows[0] and "kl_reverse" not in rows[0]        # the RL learner's metrics
+    assert r["kl_after"] < 0.8 * r["kl_before"], (r["kl_before"], r["kl_after"])
+
+
+def test_refuses_mismatched_tokenizer_and_missing_teacher(tmp_path, teacher_run, capsys):
+    tok = build_char_tokenizer()
+    tok.add_tokens(["<tool>"])
+    tok.save_pretrained(str(tmp_path / "tok"))
+    base = ["distill", "smoke", f"run.root={tmp_path}", f"distill.teacher={teacher_run}", *STUDENT]
+    assert main(base + [f"tokenizer.path={tmp_path / 'tok'}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]  # the CLI's one-line message (after any log lines)
+    assert err.startswith("steprl distill: distill: tokenizer.path") and "vocabulary (101 vs 102 tokens" in err
+    assert main(["distill", "smoke", f"run.root={tmp_path}", f"distill.teacher={tmp_path / 'nope'}"]) == 2
+    assert "no such checkpoint" in capsys.readouterr().err
+    assert main(["distill", "smoke", f"run.root={tmp_path}"]) == 2
+    assert "distill.teacher is not set" in capsys.readouterr().err
+
+
+def test_plan_is_pure_and_disjoint_from_eval_and_rl():
+    cfg = load_config("smoke", ["distill.method=mixed", "distill.mix_fraction=0.3"])
+    a, b = plan_distill(cfg, 4), plan_distill(cfg, 4)
+    assert a == b and a != plan_distill(cfg, 5) and len(a) == cfg.rollout.episodes_per_step
+    assert {s.env_seed for s in a}.isdisjoint({s.env_seed for s in plan_step(cfg, 4)})
+    assert all(s.env_seed < HALF for s in a) and all(s.env_seed >= HALF for s in plan_eval(0, cfg.env.id, 50))
+    picks = [picks_on_policy(cfg, k) for k in range(400)]
+    assert picks == [picks_on_policy(cfg, k) for k in range(400)]
+    assert 0.24 < sum(picks) / 400 < 0.36
+    assert all(picks_on_policy(load_config("smoke", ["distill.method=on_policy"]), k) for k in range(5))
+    assert not any(picks_on_policy(load_config("smoke", ["distill.method=off_policy"]), k) for k in range(5))
