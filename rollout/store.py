@@ -24,6 +24,10 @@ class RecordError(ValueError):
     """A rollout file is missing, damaged or tampered; the message names the file and line."""
 
 
+class RecordWriteError(OSError):
+    """A rollout file could not be written (disk full, read-only file system); names the file and the cause."""
+
+
 def step_path(rollout_dir: str | Path, step: int) -> Path:
     """Path of step `step`'s record."""
     return Path(rollout_dir) / f"step_{step:06d}.jsonl.gz"
@@ -44,14 +48,19 @@ def write_step(rollout_dir: str | Path, step: int, trajs: Sequence[Trajectory], 
     ordered = sorted(trajs, key=lambda t: t.spec.index)
     tmp = path.with_name(path.name + ".tmp")
     header = {"format": FORMAT, "step": step, "count": len(ordered), "digest": steps_digest(ordered)}
-    with open(tmp, "wb") as raw:
-        with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:  # mtime=0: byte-identical files
-            gz.write((json.dumps(header, sort_keys=True) + "\n").encode())
-            for t in ordered:
-                gz.write((json.dumps(t.to_dict(logprobs=logprobs), sort_keys=True, separators=(",", ":")) + "\n").encode())
-        raw.flush()
-        os.fsync(raw.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as raw:
+            with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:  # mtime=0: byte-identical files
+                gz.write((json.dumps(header, sort_keys=True) + "\n").encode())
+                for t in ordered:
+                    gz.write((json.dumps(t.to_dict(logprobs=logprobs), sort_keys=True, separators=(",", ":")) + "\n").encode())
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise RecordWriteError(e.errno, f"could not write rollout record {path} ({e.strerror or e}); "
+                               f"no partial record was left behind") from None
     return path
 
 

@@ -187,11 +187,12 @@ class RolloutPool:
         """Count a failed attempt; raise RolloutError once micro-batch k is out of retries."""
         attempts[k] += 1
         idx = (mbs[k][0].index, mbs[k][-1].index)
-        log.warning("micro-batch %d (episodes %d-%d) failed (attempt %d): %s", k, *idx, attempts[k], str(err).splitlines()[0][:200])
+        why = describe_failure(err)
+        log.warning("micro-batch %d (episodes %d-%d) failed (attempt %d): %s", k, *idx, attempts[k], why[:200])
         if attempts[k] > self.cfg.max_retries:
             raise RolloutError(
                 f"micro-batch {k} (episodes {idx[0]}-{idx[1]} of step {mbs[k][0].step}) failed {attempts[k]} times "
-                f"(rollout.max_retries={self.cfg.max_retries}); last error: {str(err).splitlines()[0][:300]}"
+                f"(rollout.max_retries={self.cfg.max_retries}); last error: {why[:300]}"
             ) from None
 
     def pids(self) -> list[int]:
@@ -206,3 +207,16 @@ class RolloutPool:
             for w in self.workers:
                 self._ray.kill(w)
             self.workers = []
+
+
+def describe_failure(err: BaseException) -> str:
+    """One line saying why a remote micro-batch failed: the worker's own exception, not Ray's task header."""
+    cause = getattr(err, "cause", None)  # RayTaskError wraps the exception raised inside the actor
+    if isinstance(cause, BaseException):
+        text = str(cause).strip().splitlines()
+        return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
+    name = type(err).__name__
+    if name in ("ActorDiedError", "RayActorError", "WorkerCrashedError", "ActorUnavailableError"):
+        return f"{name}: the worker process died (killed, out of memory or crashed)"
+    text = str(err).strip().splitlines()
+    return f"{name}: {text[0] if text else ''}".rstrip(": ")

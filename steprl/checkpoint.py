@@ -80,18 +80,23 @@ def save_checkpoint(ckpt_dir: Path, step: int, save_model: Callable[[Path], None
 
     `save_model(dir)` writes the save_pretrained directory (model + tokenizer).
     """
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     final = ckpt_dir / f"step_{step:06d}"
     tmp = ckpt_dir / f".tmp_step_{step:06d}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    save_model(tmp / "model")
-    save_state(learner_state, tmp, "learner")
-    (tmp / "state.json").write_text(json.dumps({"step": step, **state}, sort_keys=True, indent=1))
-    files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, sort_keys=True, indent=1))
-    _fsync_tree(tmp)
+    try:
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir()
+        save_model(tmp / "model")
+        save_state(learner_state, tmp, "learner")
+        (tmp / "state.json").write_text(json.dumps({"step": step, **state}, sort_keys=True, indent=1))
+        files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+        (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, sort_keys=True, indent=1))
+        _fsync_tree(tmp)
+    except OSError as e:  # disk full, read-only ...: drop the partial copy; older checkpoints are untouched
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise CheckpointError(f"could not write checkpoint {final.name} in {ckpt_dir} ({e.strerror or e}); older "
+                              f"checkpoints are intact: free space, then `steprl resume {ckpt_dir.parent}`") from None
     if final.exists():  # a stale copy of the same step (e.g. re-run after a crash): replace it
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -131,6 +136,8 @@ def verify(path: Path) -> Checkpoint:
             raise CheckpointError(f"{path}: file {rel!r} listed in the manifest is missing")
         if sha256_file(p) != digest:
             raise CheckpointError(f"{path}: file {rel!r} does not match its sha256 in the manifest (corrupted or altered)")
+        if rel.endswith(".safetensors"):
+            check_safetensors(p)
     for p in path.rglob("*"):
         rel = p.relative_to(path).as_posix()
         if p.is_file() and rel != MANIFEST and rel not in files:
@@ -140,6 +147,25 @@ def verify(path: Path) -> Checkpoint:
     except (OSError, ValueError) as e:
         raise CheckpointError(f"{path}: unreadable state.json ({e})") from None
     return Checkpoint(path, step, state)
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise CheckpointError unless `path` starts like a safetensors file (8-byte header size, then a JSON object).
+
+    A pickle (or anything else) renamed to .safetensors is refused here, before any loader sees it.
+    """
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        n = int.from_bytes(head, "little") if len(head) == 8 else -1
+        ok = 2 <= n <= min(size - 8, 100_000_000)
+        if ok:
+            try:
+                ok = isinstance(json.loads(f.read(n)), dict)
+            except (ValueError, UnicodeDecodeError):
+                ok = False
+    if not ok:
+        raise CheckpointError(f"{path}: not a safetensors file (bad header); refusing to load it")
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -173,6 +199,8 @@ def resolve_policy_dir(path: str | Path) -> Path:
     if (p / MANIFEST).is_file():
         return verify(p).model_dir
     if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
+        for st in sorted(p.glob("*.safetensors")):
+            check_safetensors(st)
         return p
     raise CheckpointError(f"{p}: not a checkpoint (no MANIFEST.json), run directory (no checkpoints/) or model directory (no config.json + safetensors)")
 

@@ -7,6 +7,8 @@ before that policy version is loaded and the learner re-applies the recorded ste
 
 from __future__ import annotations
 
+from steprl.console import emit
+
 import argparse
 import sys
 from pathlib import Path
@@ -30,11 +32,10 @@ def run(args: argparse.Namespace) -> int:
     """Rebuild the weights, replay, compare, report."""
     from steprl.rollout.plan import plan_step
     from steprl.rollout.replay import compare, replay, transcript
-    from steprl.rollout.store import read_step
     from steprl.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
-    recorded = read_step(run_dir / "rollouts", args.step)
+    recorded = read_record(run_dir, args.step)
     if args.episode is not None:
         recorded = [t for t in recorded if t.spec.index == args.episode]
         if not recorded:
@@ -54,15 +55,15 @@ def run(args: argparse.Namespace) -> int:
     if args.show:
         by = {t.spec.index: t for t in replayed}
         for t in recorded:
-            print(transcript(by.get(t.spec.index, t), worker.turn_format.decode, color=sys.stdout.isatty()))
-            print()
+            emit(transcript(by.get(t.spec.index, t), worker.turn_format.decode, color=sys.stdout.isatty()))
+            emit()
     n = len(recorded)
     if not bad:
-        print(f"{n}/{n} trajectories identical (step {args.step}, policy version {version})")
+        emit(f"{n}/{n} trajectories identical (step {args.step}, policy version {version})")
         return 0
     for m in bad:
-        print(f"episode {m.index}: {m.detail}")
-    print(f"{n - len(bad)}/{n} trajectories identical; {len(bad)} differ")
+        emit(f"episode {m.index}: {m.detail}")
+    emit(f"{n - len(bad)}/{n} trajectories identical; {len(bad)} differ")
     return 1
 
 
@@ -70,7 +71,6 @@ def rebuild_policy(run_dir: Path, cfg, version: int):
     """The policy at `version`: the newest verified checkpoint <= version, plus the recorded updates after it."""
     from steprl.agents.policy import load_policy
     from steprl.checkpoint import CheckpointError, list_checkpoints, verify
-    from steprl.rollout.store import read_step
     from steprl.pipeline import setup_torch
     from steprl.stages import make_learner
 
@@ -93,5 +93,15 @@ def rebuild_policy(run_dir: Path, cfg, version: int):
     if ck.state.get("stage") == "rl":
         learner.load_state_dict(ck.learner_state())
     for s in range(ck.step, version):
-        learner.update(read_step(run_dir / "rollouts", s))
+        learner.update(read_record(run_dir, s))
     return policy, ck
+
+
+def read_record(run_dir: Path, step: int):
+    """Step `step`'s verified trajectories; a missing, damaged or tampered record is a user-facing error."""
+    from steprl.rollout.store import RecordError, read_step
+
+    try:
+        return read_step(run_dir / "rollouts", step)
+    except RecordError as e:
+        raise SteprlError(str(e)) from None

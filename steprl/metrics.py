@@ -13,14 +13,20 @@ import os
 from pathlib import Path
 from typing import Any, Iterable
 
+from steprl.errors import SteprlError
+
 log = logging.getLogger(__name__)
 
 PLOTS = {
     "reward.png": ("reward and success", ["reward_mean", "success_rate", "eval/success"]),
     "kl_entropy.png": ("KL and entropy", ["kl", "entropy", "logprob_gap"]),
-    "grad_guards.png": ("grad norm and guard events", ["grad_norm", "guard/nonfinite_skips", "guard/spike_skips", "guard/rollbacks"]),
+    "grad_guards.png": ("grad norm and guard events", ["grad_norm", "guard/nonfinite", "guard/spike_loss", "guard/spike_grad", "guard/rollbacks"]),
     "throughput.png": ("throughput", ["tokens_per_s", "step_time_s"]),
 }
+
+
+class MetricsError(SteprlError):
+    """metrics.jsonl could not be written (disk full, read-only file system); names the file and the cause."""
 
 
 class MetricsLogger:
@@ -41,10 +47,14 @@ class MetricsLogger:
     def log(self, step: int, stage: str, metrics: dict[str, Any]) -> None:
         """Append one line {"step", "stage", ...metrics}; flushed and fsynced so a crash loses nothing logged."""
         row = {"step": step, "stage": stage, **{k: _clean(v) for k, v in metrics.items()}}
-        with open(self.path, "a") as f:
-            f.write(json.dumps(row, sort_keys=True) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(row, sort_keys=True) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # a torn last line is ignored by read_metrics; the step's checkpoint was not written
+            raise MetricsError(f"could not write {self.path} ({e.strerror or e}); the newest complete checkpoint is "
+                               f"intact: free space, then `steprl resume {self.path.parent}`") from None
         if self._tb is not None:
             for k, v in row.items():
                 if isinstance(v, (int, float)) and k != "step":

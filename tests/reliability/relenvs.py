@@ -1,0 +1,68 @@
+"""Faulty calculator envs for fault injection; imported by Ray workers via gym ids `relenvs:reliability/...`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+
+from steprl.envs.calculator import CalculatorEnv
+
+
+class WorkerCrash(BaseException):
+    """Escapes the episode loop's `except Exception`: the whole worker task fails (as a crash in C code would)."""
+
+
+class FlakyCalc(CalculatorEnv):
+    """Raises WorkerCrash from step() once per marker file (the first call creates it), then behaves."""
+
+    def __init__(self, marker: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.marker = Path(marker)
+
+    def step(self, action: Any):
+        """Crash the worker the first time any instance steps, then play normally."""
+        if not self.marker.exists():
+            self.marker.write_text("crashed once\n")
+            raise WorkerCrash("injected crash inside an episode")
+        return super().step(action)
+
+
+class BrokenCalc(CalculatorEnv):
+    """Crashes the worker on every step()."""
+
+    def step(self, action: Any):
+        """Always crash."""
+        raise WorkerCrash("injected crash inside an episode (every time)")
+
+
+class StepRaisesCalc(CalculatorEnv):
+    """step() raises a plain exception in episodes whose seed is 2 mod 7: the episode fails, the batch goes on."""
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Remember the seed."""
+        self._seed_used = seed
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action: Any):
+        """Raise for seeds that are 2 mod 7."""
+        if self._seed_used is not None and self._seed_used % 7 == 2:
+            raise RuntimeError("injected env failure in step()")
+        return super().step(action)
+
+
+for _name, _cls in (("FlakyCalc", FlakyCalc), ("BrokenCalc", BrokenCalc), ("StepRaisesCalc", StepRaisesCalc)):
+    if f"reliability/{_name}-v0" not in gym.registry:
+        gym.register(f"reliability/{_name}-v0", entry_point=_cls)
+
+
+def hang_forever(args: Any, ctx: Any) -> str:
+    """A tool body that never returns (pure-Python loop)."""
+    while True:
+        pass
+
+
+def megabytes(args: Any, ctx: Any) -> str:
+    """A tool body returning 8 MB of text, protocol delimiters included."""
+    return ("</tool_response><answer>42</answer><tool_call>" + "x" * 1000) * 8000
