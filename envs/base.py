@@ -59,8 +59,10 @@ class ToolTaskEnv(gym.Env):
         max_turns: int | None = None,
         format_penalty: float = 0.0,
         render_mode: str | None = None,
+        instructions: bool = True,
     ) -> None:
         self.protocol = get_protocol(format)
+        self.instructions = bool(instructions)
         self.format = format
         self.max_turns = int(max_turns if max_turns is not None else self.default_max_turns)
         if self.max_turns < 1:
@@ -111,7 +113,10 @@ class ToolTaskEnv(gym.Env):
         return [t for t in (get_tool(n) for n in names) if t is not None]
 
     def system_prompt(self, task: Task) -> str:
-        """Instructions and tool descriptions for this format."""
+        """Instructions and tool descriptions for this format ('' with instructions=False: a model
+        trained from scratch learns the protocol from demonstrations and pays for every prompt token)."""
+        if not self.instructions:
+            return ""
         return self.protocol.system_prompt(self.task_hint, self.tools(task))
 
     def _info(self) -> dict[str, Any]:

@@ -38,6 +38,7 @@ class CalculatorEnv(ToolTaskEnv):
         max_turns: int | None = None,
         format_penalty: float = 0.0,
         render_mode: str | None = None,
+        instructions: bool = True,
     ) -> None:
         if not 1 <= int(digits) <= 12:
             raise ValueError(f"digits must be in 1..12, got {digits}")
@@ -55,6 +56,7 @@ class CalculatorEnv(ToolTaskEnv):
             max_turns=max_turns if max_turns is not None else self.steps + 3,
             format_penalty=format_penalty,
             render_mode=render_mode,
+            instructions=instructions,
         )
 
     def _operand(self, rng: np.random.Generator) -> str:

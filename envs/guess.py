@@ -29,6 +29,7 @@ class GuessEnv(ToolTaskEnv):
         max_turns: int | None = None,
         format_penalty: float = 0.0,
         render_mode: str | None = None,
+        instructions: bool = True,
     ) -> None:
         if not 2 <= int(high) <= 10**9:
             raise ValueError(f"high must be in 2..1e9, got {high}")
@@ -40,6 +41,7 @@ class GuessEnv(ToolTaskEnv):
             max_turns=max_turns if max_turns is not None else default_turns,
             format_penalty=format_penalty,
             render_mode=render_mode,
+            instructions=instructions,
         )
 
     def make_task(self, rng: np.random.Generator) -> Task:

@@ -49,6 +49,7 @@ class LookupEnv(ToolTaskEnv):
         max_turns: int | None = None,
         format_penalty: float = 0.0,
         render_mode: str | None = None,
+        instructions: bool = True,
     ) -> None:
         if not 2 <= int(people) <= 50:
             raise ValueError(f"people must be in 2..50, got {people}")
@@ -60,6 +61,7 @@ class LookupEnv(ToolTaskEnv):
             max_turns=max_turns if max_turns is not None else self.hops + 3,
             format_penalty=format_penalty,
             render_mode=render_mode,
+            instructions=instructions,
         )
 
     def make_task(self, rng: np.random.Generator) -> Task:

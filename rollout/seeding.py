@@ -1,7 +1,7 @@
 """Stateless seeding: every random number in steprl is a pure function of explicit coordinates.
 
-`derive(seed, stream, *coords)` names a 64-bit key with blake2b (never `hash()`, which is
-salted per process). `gumbel_noise(...)` turns per-sequence sample keys into Gumbel noise
+`derive(seed, stream, *coords)` names a 64-bit key with blake2b (never Python's built-in hash,
+which is salted per process). `gumbel_noise(...)` turns per-sequence sample keys into Gumbel noise
 over the vocabulary with a counter-based hash written in torch integer ops, so a token's
 noise depends on (sample_key, turn, position, token_id) and on nothing else: not on the
 other rows of the batch, not on a global RNG, not on the worker that runs it.
@@ -15,7 +15,7 @@ import torch
 
 PERSON = b"steprl-v1"
 MASK64 = (1 << 64) - 1
-STREAMS = ("env", "sample", "prompt", "eval", "mix", "dyn", "warmup", "demo", "init")
+STREAMS = ("env", "sample", "prompt", "eval", "mix", "dyn", "warmup", "demo", "init", "distill")
 
 
 

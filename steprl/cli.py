@@ -17,7 +17,7 @@ import importlib
 import logging
 import sys
 
-from steprl.errors import SteprlError
+from steprl.errors import Interrupted, SteprlError
 
 COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs")
 
@@ -42,18 +42,44 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def quiet_transformers() -> None:
+    """No per-file progress bars or info chatter from transformers under our own progress bars."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # `key=value` overrides may come after flags (train quickstart --dry-run rl.steps=2)
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = list(args.overrides) + extra
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     for noisy in ("ray", "filelock", "urllib3", "matplotlib", "PIL"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    if args.command != "envs":
+        quiet_transformers()
     try:
         return int(args.run(args) or 0)
+    except Interrupted as e:
+        print(f"steprl {args.command}: {e}", file=sys.stderr)
+        return 130
     except SteprlError as e:
         print(f"steprl {args.command}: {e}", file=sys.stderr)
         return 2
+    except (OSError, RuntimeError) as e:  # a failed run: rollout retries spent, disk full, training diverged
+        from steprl.learners.guards import TrainingDivergedError
+        from steprl.rollout.workers import RolloutError
+
+        if not isinstance(e, (OSError, RolloutError, TrainingDivergedError)):
+            raise
+        print(f"steprl {args.command}: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"steprl {args.command}: interrupted", file=sys.stderr)
         return 130

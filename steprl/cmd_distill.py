@@ -11,6 +11,8 @@ summary.json); running the same command again resumes from its newest checkpoint
 
 from __future__ import annotations
 
+from steprl.console import emit
+
 import argparse
 
 from steprl.config import load_config
@@ -32,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
 
     r = distill_from_config(cfg)
     ret = "n/a" if r.get("retention") is None else f"{r['retention']:.2f}"
-    print(f"Distilled {r['teacher']} ({r['teacher_params']:,} params) into a {r['student_params']:,}-parameter student "
+    emit(f"Distilled {r['teacher']} ({r['teacher_params']:,} params) into a {r['student_params']:,}-parameter student "
           f"in {r['steps']} {r['method']} steps.")
-    print(f"Held-out ({r['eval_episodes']} episodes): student success {r['success']:.3f} (before {r['success_before']:.3f}), "
+    emit(f"Held-out ({r['eval_episodes']} episodes): student success {r['success']:.3f} (before {r['success_before']:.3f}), "
           f"teacher {r['teacher_success']:.3f}, retention {ret}; reverse KL student->teacher {r['kl_before']:.4f} -> {r['kl_after']:.4f} nats/token.")
-    print(f"The student lives in {r['dir']}; final checkpoint {r['final_checkpoint']}.")
+    emit(f"The student lives in {r['dir']}; final checkpoint {r['final_checkpoint']}.")
     return 0

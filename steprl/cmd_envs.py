@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from steprl.console import emit
+
 import argparse
 import sys
 from typing import Any
@@ -50,14 +52,14 @@ def _list(show_all: bool) -> int:
     width = max((len(i) for i in ids), default=0)
     for env_id in ids:
         desc = ENVS.get(env_id, ("", ""))[1]
-        print(f"{env_id:<{width}}  {desc}".rstrip())
+        emit(f"{env_id:<{width}}  {desc}".rstrip())
     return 0
 
 
 def _header(info: dict[str, Any], obs: str) -> None:
     if info.get("system"):
-        print("[system]\n" + str(info["system"]))
-    print("[user]\n" + obs)
+        emit("[system]\n" + str(info["system"]))
+    emit("[user]\n" + obs)
 
 
 def _demo(env_id: str, seed: int, fmt: str | None, imperfect_rate: float) -> int:
@@ -69,14 +71,14 @@ def _demo(env_id: str, seed: int, fmt: str | None, imperfect_rate: float) -> int
     _header(info, obs)
     total = 0.0
     for turn in demo_fn(seed, imperfect_rate):
-        print("[agent]\n" + turn)
+        emit("[agent]\n" + turn)
         obs, reward, terminated, truncated, info = env.step(turn)
         total += float(reward)
         if obs:
-            print("[env]\n" + obs)
+            emit("[env]\n" + obs)
         if terminated or truncated:
             break
-    print(f"[end] reward={total:g} success={bool(info.get('success'))} turns={info.get('turn')}")
+    emit(f"[end] reward={total:g} success={bool(info.get('success'))} turns={info.get('turn')}")
     return 0
 
 
@@ -90,11 +92,11 @@ def _play(env_id: str, seed: int, fmt: str | None) -> int:
         turn = line.rstrip("\n")
         obs, reward, terminated, truncated, info = env.step(turn)
         total += float(reward)
-        print("[env]\n" + (obs or "(episode over)"), flush=True)
+        emit("[env]\n" + (obs or "(episode over)"), flush=True)
         if terminated or truncated:
             break
     state = "terminated" if terminated else ("truncated" if truncated else "stopped")
-    print(f"[end] {state} reward={total:g} success={bool(info.get('success'))} turns={info.get('turn', 0)}")
+    emit(f"[end] {state} reward={total:g} success={bool(info.get('success'))} turns={info.get('turn', 0)}")
     return 0
 
 
@@ -113,5 +115,5 @@ def run(args: argparse.Namespace) -> int:
     _make(env_id, fmt)
     from steprl.envs import ENVS
 
-    print(f"{env_id}  {ENVS.get(env_id, ('', ''))[1]}".rstrip())
+    emit(f"{env_id}  {ENVS.get(env_id, ('', ''))[1]}".rstrip())
     return 0

@@ -7,6 +7,8 @@ training seeds) in the same process, so success, speed and size are compared lik
 
 from __future__ import annotations
 
+from steprl.console import emit
+
 import argparse
 import json
 from pathlib import Path
@@ -86,8 +88,8 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         trajs = [t for k in range(0, len(specs), mb) for t in worker.play(specs[k:k + mb], 0, greedy=args.greedy)]
         results.append(summarise(name, trajs, count_parameters(policy.model), time.perf_counter() - t0))
-    print(f"env {env_id}  episodes {args.episodes}  seed {seed}  {'greedy' if args.greedy else 'sampled'}")
-    print(format_table(results))
+    emit(f"env {env_id}  episodes {args.episodes}  seed {seed}  {'greedy' if args.greedy else 'sampled'}")
+    emit(format_table(results))
     payload = {"policies": [r.to_dict() for r in results], "env": env_id, "episodes": args.episodes, "seed": seed}
     if args.json_path:
         Path(args.json_path).write_text(json.dumps(payload, indent=1))

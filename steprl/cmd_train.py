@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from steprl.console import emit
+
 import argparse
 
 from steprl.config import load_config, to_yaml
@@ -36,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then dry-run or train."""
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        print(dry_run_text(cfg))
+        emit(dry_run_text(cfg))
         return 0
     from steprl.pipeline import train  # heavy imports only when training
     from steprl.run_dir import run_path
@@ -54,10 +56,10 @@ def print_summary(summary: dict, run_dir) -> None:
             s = stages[name]
             parts.append(f"{name} {s['success']:.3f}")
     rl = stages.get("rl", {})
-    print()
-    print(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s: {rl.get('steps', 0)} RL steps; "
+    emit()
+    emit(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s: {rl.get('steps', 0)} RL steps; "
           f"held-out success ({stages.get('eval', stages.get('rl', {})).get('eval_episodes', '?')} episodes): "
           + (", ".join(parts) or "n/a") + ".")
-    print(f"It lives in {run_dir} (metrics.jsonl, plots/, checkpoints/, rollouts/, summary.json); "
+    emit(f"It lives in {run_dir} (metrics.jsonl, plots/, checkpoints/, rollouts/, summary.json); "
           f"final checkpoint {summary.get('final_checkpoint')}.")
-    print(f"Replay a step with `steprl replay {run_dir} --step 0`, extend it with `steprl resume {run_dir} rl.steps=N`.")
+    emit(f"Replay a step with `steprl replay {run_dir} --step 0`, extend it with `steprl resume {run_dir} rl.steps=N`.")

@@ -207,7 +207,7 @@ def _read_yaml(source: str | Path) -> tuple[dict[str, Any], str]:
         text = path.read_text(errors="replace")
         where = str(path)
     try:
-        data = yaml.load(text, Loader=_NoAliasLoader)  # safe loader without aliases: no YAML bombs
+        data = safe_yaml(text)
     except yaml.YAMLError as e:
         raise ConfigError(f"config {where}: not valid YAML ({str(e).splitlines()[0]})") from None
     if data is None:
@@ -239,6 +239,15 @@ def _section_type(parts: list[str]) -> Any:
     return obj if is_dataclass(obj) else None
 
 
+def safe_yaml(text: str) -> Any:
+    """Parse YAML with the safe loader, refusing aliases (no YAML bombs, no Python tags)."""
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def _suggest(key: str) -> str:
     """A 'did you mean' hint for an unknown dotted key, from the field names at that level."""
     parts = key.split(".")
@@ -267,7 +276,7 @@ def _parse_override(item: str) -> tuple[str, Any]:
     if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$", key):
         raise ConfigError(f"override {item!r}: {key!r} is not a dotted key like rl.steps")
     try:
-        value = yaml.load(raw, Loader=_NoAliasLoader) if raw.strip() else ""
+        value = safe_yaml(raw) if raw.strip() else ""
     except yaml.YAMLError:
         value = raw
     return key, value

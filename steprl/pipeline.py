@@ -100,11 +100,22 @@ def resume(run_dir: Path, cfg: Config) -> dict[str, Any]:
     return _run_stages(state, checkpoint=ck)
 
 
-def _run_stages(state: RunState, checkpoint: Checkpoint | None) -> dict[str, Any]:
-    """Run the stages not yet complete, with Ctrl-C turned into a clean stop."""
+def completed_stages(state: RunState, checkpoint: Checkpoint | None) -> set[str]:
+    """Stages that need not run again: those recorded complete, up to the first one the checkpoint reopens."""
+    order = state.cfg.stages
     done = set(state.summary.get("completed", []))
     if checkpoint is not None and checkpoint.state.get("stage") == "warmup":
         done.add("warmup")
+    if "rl" in order and (checkpoint is None or checkpoint.state.get("stage") in ("warmup", "rl")):
+        rl_done = checkpoint is not None and checkpoint.state.get("stage") == "rl" and checkpoint.step >= state.cfg.rl.steps
+        if not rl_done:  # rl (re)opens: it and every later stage run again
+            done -= set(order[order.index("rl"):])
+    return done
+
+
+def _run_stages(state: RunState, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """Run the stages not yet complete, with Ctrl-C turned into a clean stop."""
+    done = completed_stages(state, checkpoint)
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum: int, frame: Any) -> None:

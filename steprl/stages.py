@@ -142,12 +142,28 @@ def run_distill(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
     return distill_stage(state)
 
 
+def weights_fingerprint(model: Any) -> str:
+    """blake2b of every parameter's bytes: identifies a policy's exact weights."""
+    h = hashlib.blake2b(digest_size=16)
+    for k, v in sorted(model.state_dict().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def held_out(state: Any, name: str) -> dict[str, Any]:
-    """Greedy held-out success of the current policy on the run's eval seeds."""
+    """Greedy held-out success of the current policy on the run's eval seeds (measured once per exact weights)."""
+    fp = weights_fingerprint(state.policy.model)
+    cache = state.summary.setdefault("_held_out_cache", {})
+    if fp in cache:
+        log.info("held-out success after %s: %.3f (same weights as already measured)", name, cache[fp]["success"])
+        return dict(cache[fp], policy=name)
     pool = state.get_pool()
     pool.set_weights(-1, {k: v.detach().clone() for k, v in state.policy.model.state_dict().items()})
     cfg = state.cfg
     res, _ = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
                                 count_parameters(state.policy.model), greedy=cfg.eval.greedy)
     log.info("held-out success after %s: %.3f (%d episodes)", name, res.success, res.episodes)
+    cache.clear()
+    cache[fp] = res.to_dict()
     return res.to_dict()
