@@ -21,7 +21,6 @@ guard -> spike guards -> gradient clip -> AdamW step (or skip, and maybe roll ba
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from typing import Any, Sequence
@@ -32,9 +31,8 @@ from steprl.rollout.trajectory import Trajectory
 
 from .batch import Batch, collate, micro_batches, token_logprobs
 from .config import DistillLearnerConfig
-from .guards import RollbackGuard, SpikeDetector, clip_grad_norm, grad_norm, nonfinite_check
+from .guarded_optimizer import GuardedOptimizer
 from .policy_gradient import trajectory_is_valid
-from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
 
@@ -218,20 +216,13 @@ class Distiller:
         teacher.eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        self.optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=cfg.lr,
-                                           betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
-        self.spike_loss = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
-        self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
-        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
-        self.counters = {k: 0 for k in GUARD_COUNTERS}
+        self.guard = GuardedOptimizer(student, cfg, total_steps, GUARD_COUNTERS)
+        self.optimizer, self.counters = self.guard.optimizer, self.guard.counters  # shared objects
         self.step = 0
-        self.rollback.good(student, self.optimizer)
 
     def current_lr(self) -> float:
         """lr of the next update: base x schedule(step) x rollback scale."""
-        c = self.cfg
-        mult = lr_multiplier(self.step, warmup_steps=c.warmup_steps, total_steps=self.total_steps, schedule=c.schedule)
-        return c.lr * mult * self.rollback.lr_scale
+        return self.guard.lr_at(self.step)
 
     def update(self, trajectories: Sequence[Trajectory], mode: str = "reverse") -> dict[str, float]:
         """One step: `reverse` KL(q||p_T) (student samples), `forward` KL(p_T||q) or `ce` (teacher samples).
@@ -245,11 +236,8 @@ class Distiller:
         self.counters["bad_trajectories"] += n_bad
         if n_bad:
             log.warning("%d bad trajectories masked out of distillation step %d", n_bad, self.step)
-        lr = self.current_lr()
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
+        lr = self.guard.begin(self.step)
         self.student.train()
-        self.optimizer.zero_grad(set_to_none=False)
         n = batch.n_tokens
         acc = {"loss": 0.0, "kl_reverse": 0.0, "kl_forward": 0.0}
         for mb in micro_batches(batch, self.cfg.micro_batch):
@@ -269,41 +257,12 @@ class Distiller:
             acc["loss"] += float(loss.detach())
             acc["kl_reverse"] += float(_masked_mean(rev.detach(), m, denom=n))
             acc["kl_forward"] += float(_masked_mean(fwd.detach(), m, denom=n))
-        skipped, gnorm = self._guarded_step(acc["loss"], batch)
+        skipped, gnorm = self.guard.step(acc["loss"], has_targets=bool((batch.action_mask_BT > 0).any()))
         self.step += 1
         out = {**acc, "kl": acc["kl_reverse"] if mode == "reverse" else acc["kl_forward"], "grad_norm": gnorm, "lr": lr,
                "tokens_trained": float(batch.action_mask_BT.sum()), "skipped": float(skipped)}
-        out.update({f"guard/{k}": float(v) for k, v in self.counters.items()})
-        out["guard/consecutive_skips"] = float(self.rollback.consecutive)
-        out["guard/lr_scale"] = float(self.rollback.lr_scale)
+        out.update({f"guard/{k}": v for k, v in self.guard.metrics().items()})
         return out
-
-    def _guarded_step(self, loss: float, batch: Batch) -> tuple[bool, float]:
-        """Non-finite check, spike checks, clip, AdamW step or skip (+ rollback). Returns (skipped, pre-clip norm)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        gnorm = grad_norm(params)
-        if not bool((batch.action_mask_BT > 0).any()):  # nothing to learn: AdamW momentum alone would still move
-            self.optimizer.zero_grad(set_to_none=False)
-            return True, gnorm
-        skip = nonfinite_check(loss, gnorm, params)
-        if skip:
-            self.counters["nonfinite"] += 1
-        else:
-            spike_l, spike_g = self.spike_loss.check(loss), self.spike_grad.check(gnorm)
-            self.counters["spike_loss"] += int(spike_l)
-            self.counters["spike_grad"] += int(spike_g)
-            skip = spike_l or spike_g
-        if skip:
-            self.optimizer.zero_grad(set_to_none=False)
-            if self.rollback.skipped(self.student, self.optimizer):
-                self.counters["rollbacks"] += 1
-            return True, gnorm
-        if self.cfg.grad_clip > 0 and gnorm > self.cfg.grad_clip:
-            self.counters["grad_clipped"] += 1
-        clip_grad_norm(params, self.cfg.grad_clip)
-        self.optimizer.step()
-        self.rollback.good(self.student, self.optimizer)
-        return False, gnorm
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Detached CPU copies of the student's state dict, for the student's rollout pool."""
@@ -311,18 +270,12 @@ class Distiller:
 
     def state_dict(self) -> dict:
         """Everything needed for a bit-exact resume (the teacher is not included: it is loaded from its own directory)."""
-        return {"model": self.weights(), "optimizer": copy.deepcopy(self.optimizer.state_dict()), "step": self.step,
-                "counters": dict(self.counters), "spike_loss": self.spike_loss.state_dict(),
-                "spike_grad": self.spike_grad.state_dict(), "rollback": self.rollback.state_dict()}
+        return {"model": self.weights(), **self.guard.state_dict(), "step": self.step}
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict()`; the student must have the same architecture."""
         with torch.no_grad():
             for k, v in self.student.state_dict().items():
                 v.copy_(state["model"][k])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.guard.load_state_dict(state)
         self.step = int(state["step"])
-        self.counters = {k: int(state["counters"].get(k, 0)) for k in GUARD_COUNTERS}
-        self.spike_loss.load_state_dict(state["spike_loss"])
-        self.spike_grad.load_state_dict(state["spike_grad"])
-        self.rollback.load_state_dict(state["rollback"])

@@ -28,9 +28,8 @@ from steprl.rollout.trajectory import Trajectory
 from .advantages import make_advantage
 from .batch import Batch, collate, micro_batches, token_logprobs
 from .config import LearnerConfig
-from .guards import RollbackGuard, SpikeDetector, clip_grad_norm, grad_norm, nonfinite_check
+from .guarded_optimizer import GuardedOptimizer
 from .losses import aggregate, get_loss, k3_kl, tis_weight
-from .schedule import lr_multiplier
 
 log = logging.getLogger(__name__)
 
@@ -97,21 +96,19 @@ class Learner:
             self.ref_model.eval()
             for p in self.ref_model.parameters():
                 p.requires_grad_(False)
-        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
-                                           betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
-        self.spike_loss = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
-        self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
-        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
-        self.counters = {k: 0 for k in GUARD_COUNTERS}
+        self.guard = GuardedOptimizer(model, cfg, total_steps, GUARD_COUNTERS)
+        self.optimizer, self.counters = self.guard.optimizer, self.guard.counters  # shared objects
         self.step = 0
-        self.rollback.good(model, self.optimizer)
+
+    @property
+    def spike_loss(self):
+        """The loss spike detector (B11)."""
+        return self.guard.spike_loss
 
     # ------------------------------------------------------------------ public API
     def current_lr(self) -> float:
         """lr of the next update: base x schedule(step) x rollback scale."""
-        cfg = self.cfg
-        mult = lr_multiplier(self.step, warmup_steps=cfg.warmup_steps, total_steps=self.total_steps, schedule=cfg.schedule)
-        return cfg.lr * mult * self.rollback.lr_scale
+        return self.guard.lr_at(self.step)
 
     def update(self, trajectories: Sequence[Trajectory], token_advantages: list[torch.Tensor] | None = None) -> StepStats:
         """One learner step on `trajectories`; `token_advantages` (one tensor per trajectory, aligned
@@ -132,10 +129,7 @@ class Learner:
         advs, stats.zero_adv_groups = self._advantages(trajs, valid, token_advantages)
         batch = collate(trajs, self.pad_id, advs, valid, norm_len=self.cfg.norm_len)
         stats.tokens_trained = float(batch.action_mask_BT.sum())
-        lr = self.current_lr()
-        for g in self.optimizer.param_groups:
-            g["lr"] = lr
-        stats.lr = lr
+        stats.lr = self.guard.begin(self.step)
         self.model.train()
         old: list[torch.Tensor] = []
         per_epoch = [self._epoch(batch, old, epoch) for epoch in range(self.cfg.epochs)]
@@ -145,7 +139,7 @@ class Learner:
             setattr(stats, k, per_epoch[0][k])
         stats.skipped = float(any(e["skipped"] for e in per_epoch))
         self.step += 1
-        stats.guards = self._guard_metrics()
+        stats.guards = self.guard.metrics()
         return stats
 
     def weights(self) -> dict[str, torch.Tensor]:
@@ -156,12 +150,8 @@ class Learner:
         """Everything needed for a bit-exact resume, as tensors, numbers, lists and dicts."""
         return {
             "model": self.weights(),
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            **self.guard.state_dict(),
             "step": self.step,
-            "counters": dict(self.counters),
-            "spike_loss": self.spike_loss.state_dict(),
-            "spike_grad": self.spike_grad.state_dict(),
-            "rollback": self.rollback.state_dict(),
             "advantage": self.estimator.state_dict(),
             "ref_model": None if self.ref_model is None else {k: v.detach().clone() for k, v in self.ref_model.state_dict().items()},
         }
@@ -171,12 +161,8 @@ class Learner:
         with torch.no_grad():
             for k, v in self.model.state_dict().items():
                 v.copy_(state["model"][k])
-        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.guard.load_state_dict(state)
         self.step = int(state["step"])
-        self.counters = {k: int(state["counters"].get(k, 0)) for k in GUARD_COUNTERS}
-        self.spike_loss.load_state_dict(state["spike_loss"])
-        self.spike_grad.load_state_dict(state["spike_grad"])
-        self.rollback.load_state_dict(state["rollback"])
         self.estimator.load_state_dict(state["advantage"])
         if self.ref_model is not None:
             if state.get("ref_model") is None:
@@ -255,36 +241,6 @@ class Learner:
                 "skipped": skipped}
 
     def _guarded_step(self, loss: float, batch: Batch) -> tuple[bool, float]:
-        """Non-finite check, spike checks, clip, AdamW step or skip (+ rollback). Returns (skipped, pre-clip norm)."""
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
-        gnorm = grad_norm(params)
-        if not bool((batch.action_mask_BT > 0).any()):  # nothing to train: AdamW momentum alone would still move
-            self.optimizer.zero_grad(set_to_none=False)
-            return True, gnorm
-        skip = nonfinite_check(loss, gnorm, params)
-        if skip:
-            self.counters["nonfinite"] += 1
-        elif bool((batch.advantages_BT != 0).any()):  # steps with nothing to learn do not feed the windows
-            spike_l = self.spike_loss.check(loss)
-            spike_g = self.spike_grad.check(gnorm)
-            self.counters["spike_loss"] += int(spike_l)
-            self.counters["spike_grad"] += int(spike_g)
-            skip = spike_l or spike_g
-        if skip:
-            self.optimizer.zero_grad(set_to_none=False)
-            if self.rollback.skipped(self.model, self.optimizer):
-                self.counters["rollbacks"] += 1
-            return True, gnorm
-        if self.cfg.grad_clip > 0 and gnorm > self.cfg.grad_clip:
-            self.counters["grad_clipped"] += 1
-        clip_grad_norm(params, self.cfg.grad_clip)
-        self.optimizer.step()
-        self.rollback.good(self.model, self.optimizer)
-        return False, gnorm
-
-    def _guard_metrics(self) -> dict[str, float]:
-        """Cumulative counters plus the current skip streak and lr scale."""
-        out = {k: float(v) for k, v in self.counters.items()}
-        out["consecutive_skips"] = float(self.rollback.consecutive)
-        out["lr_scale"] = float(self.rollback.lr_scale)
-        return out
+        """The guarded AdamW step; steps whose advantages are all zero do not feed the spike windows."""
+        return self.guard.step(loss, has_targets=bool((batch.action_mask_BT > 0).any()),
+                               feeds_windows=bool((batch.advantages_BT != 0).any()))

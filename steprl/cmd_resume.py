@@ -25,7 +25,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check overrides, then resume."""
-    from steprl.config import from_dict, load_config, to_dict  # noqa: F401
     from steprl.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import sys
 
 
-def emit(text: str = "") -> None:
-    """Write one block of user-facing output to stdout."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
+def emit(text: str = "", end: str = "\n", flush: bool = True) -> None:
+    """Write one block of user-facing output to stdout (flushed: interactive play reads it at once)."""
+    sys.stdout.write(text + end)
+    if flush:
+        sys.stdout.flush()

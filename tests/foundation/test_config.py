@@ -48,7 +48,7 @@ def test_yaml_file_path(tmp_path):
         ("run.name=a/b", "'run.name'"),
         ("stages=[warmup,fly]", "unknown stage 'fly'"),
         ("learner.aggregation=sum", "'learner.aggregation'"),
-        ("model.hidden=100", "'model.hidden'"),
+        ("model.hidden=130", "'model.hidden'"),
         ("justtext", "expected key=value"),
     ],
 )

@@ -1,0 +1,106 @@
+"""AdamW behind the stability guards, shared by the RL learner and the distiller.
+
+One optimizer step is: non-finite check (B10) -> loss and grad-norm spike checks (B11) ->
+global grad clip (B9) -> AdamW step; or a skip, with gradients zeroed and parameters and
+optimizer state untouched, and after too many skips in a row a rollback to the last good
+state with a reduced learning rate. Every action is counted (reported as `guard/<name>`).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import torch
+
+from .guards import RollbackGuard, SpikeDetector, clip_grad_norm, grad_norm, nonfinite_check
+from .schedule import lr_multiplier
+
+BASE_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "rollbacks", "bad_trajectories")
+
+
+class GuardedOptimizer:
+    """AdamW + spike detectors + rollback guard + counters for one model.
+
+    `cfg` needs lr, betas, weight_decay, warmup_steps, schedule, grad_clip, spike_window,
+    spike_factor, spike_min_history, spike_floor, max_consecutive_skips, max_rollbacks and
+    rollback_lr_factor (LearnerConfig and DistillLearnerConfig both have them).
+    """
+
+    def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int, counters: Sequence[str] = BASE_COUNTERS) -> None:
+        self.model, self.cfg, self.total_steps = model, cfg, int(total_steps)
+        self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
+                                           betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
+        self.spike_loss = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
+        self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
+        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
+        self.counters = {k: 0 for k in counters}
+        self.rollback.good(model, self.optimizer)
+
+    def lr_at(self, step: int) -> float:
+        """lr of update `step`: base x schedule(step) x rollback scale."""
+        c = self.cfg
+        mult = lr_multiplier(step, warmup_steps=c.warmup_steps, total_steps=self.total_steps, schedule=c.schedule)
+        return c.lr * mult * self.rollback.lr_scale
+
+    def begin(self, step: int) -> float:
+        """Set the lr for update `step` and zero the gradients; returns the lr."""
+        lr = self.lr_at(step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=False)
+        return lr
+
+    def step(self, loss: float, has_targets: bool, feeds_windows: bool = True) -> tuple[bool, float]:
+        """Guarded AdamW step on the accumulated gradients. Returns (skipped, pre-clip grad norm).
+
+        `has_targets` False (no trainable token) skips without counting: AdamW momentum alone
+        would still move the weights. `feeds_windows` False (e.g. all advantages zero) keeps
+        the value out of the spike windows.
+        """
+        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        gnorm = grad_norm(params)
+        if not has_targets:
+            self.optimizer.zero_grad(set_to_none=False)
+            return True, gnorm
+        skip = nonfinite_check(loss, gnorm, params)
+        if skip:
+            self.counters["nonfinite"] += 1
+        elif feeds_windows:
+            spike_l, spike_g = self.spike_loss.check(loss), self.spike_grad.check(gnorm)
+            self.counters["spike_loss"] += int(spike_l)
+            self.counters["spike_grad"] += int(spike_g)
+            skip = spike_l or spike_g
+        if skip:
+            self.optimizer.zero_grad(set_to_none=False)
+            if self.rollback.skipped(self.model, self.optimizer):
+                self.counters["rollbacks"] += 1
+            return True, gnorm
+        if self.cfg.grad_clip > 0 and gnorm > self.cfg.grad_clip:
+            self.counters["grad_clipped"] += 1
+        clip_grad_norm(params, self.cfg.grad_clip)
+        self.optimizer.step()
+        self.rollback.good(self.model, self.optimizer)
+        return False, gnorm
+
+    def metrics(self) -> dict[str, float]:
+        """Cumulative counters plus the current skip streak and lr scale (un-prefixed names)."""
+        out = {k: float(v) for k, v in self.counters.items()}
+        out["consecutive_skips"] = float(self.rollback.consecutive)
+        out["lr_scale"] = float(self.rollback.lr_scale)
+        return out
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer, counters, spike windows and rollback state (tensors, numbers, lists, dicts)."""
+        return {"optimizer": copy.deepcopy(self.optimizer.state_dict()), "counters": dict(self.counters),
+                "spike_loss": self.spike_loss.state_dict(), "spike_grad": self.spike_grad.state_dict(),
+                "rollback": self.rollback.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore `state_dict()` (counters updated in place: owners share the dict)."""
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        for k in self.counters:
+            self.counters[k] = int(state["counters"].get(k, 0))
+        self.spike_loss.load_state_dict(state["spike_loss"])
+        self.spike_grad.load_state_dict(state["spike_grad"])
+        self.rollback.load_state_dict(state["rollback"])
