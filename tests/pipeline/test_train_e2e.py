@@ -2,6 +2,9 @@
 
 import json
 
+import pytest
+import ray
+
 from steprl.pipeline import train
 from steprl.rollout.store import read_step
 
@@ -13,6 +16,13 @@ TINY = ["model.layers=2", "model.hidden=64", "model.heads=2", "model.kv_heads=2"
         "rollout.group_size=8", "rollout.micro_batch=32", "learner.lr=1e-3", "learner.micro_batch=64",
         "warmup.steps=1200", "warmup.lr=3e-3", "warmup.warmup_steps=20", "warmup.imperfect_rate=0.55",
         "rl.steps=16", "rl.checkpoint_every=8", "eval.episodes=64", "eval.micro_batch=32"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_session_closed_after():
+    """The pipeline starts an embedded Ray; stop it so later test modules start from a clean process."""
+    yield
+    ray.shutdown()
 
 
 def test_train_with_ray_writes_the_run_and_rl_raises_success(smoke):

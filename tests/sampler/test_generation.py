@@ -39,15 +39,22 @@ PARAMS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95)
 
 
 def test_replay_bitwise_in_fresh_process(policy):
-    here = as_json(episode(policy, KEYS, PARAMS)[0])
+    # results may depend on the thread count (NUMERICS A5): pin the same settings on both sides
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        here = as_json(episode(policy, KEYS, PARAMS)[0])
+    finally:
+        torch.set_num_threads(prev)
     code = (
-        "import sys; sys.path.insert(0, %r)\n"
+        "import sys, torch; torch.set_num_threads(1); torch.use_deterministic_algorithms(%r)\n"
+        "sys.path.insert(0, %r)\n"
         "from steprl.agents.config import ModelConfig, TokenizerConfig\nfrom steprl.agents.policy import build_policy\n"
         "from steprl.rollout.sampler import SamplingParams\n"
         "import test_generation as t, conftest as c\n"
         "p = build_policy(ModelConfig(**c.TINY), TokenizerConfig(), seed=0)\n"
         "print(t.as_json(t.episode(p, t.KEYS, t.PARAMS)[0]))\n"
-    ) % str(__import__("pathlib").Path(__file__).parent)
+    ) % (torch.are_deterministic_algorithms_enabled(), str(__import__("pathlib").Path(__file__).parent))
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env={"PYTHONHASHSEED": "99", "PATH": ""})
     assert out.stdout.strip().splitlines()[-1] == here
     assert here != as_json(episode(policy, [k + 1 for k in KEYS], PARAMS)[0])  # keys matter
