@@ -1,4 +1,4 @@
-"""Config sections owned by `learners/`: the policy-gradient learner and warm-up SFT."""
+"""Config sections owned by `learners/`: the policy-gradient learner, warm-up SFT and the distiller."""
 
 from __future__ import annotations
 
@@ -6,7 +6,59 @@ from dataclasses import dataclass
 
 
 @dataclass
-class LearnerConfig:
+class OptimizerGuardsConfig:
+    """AdamW, its schedule and the stability guards (NUMERICS B9-B11): shared by the RL learner and the distiller."""
+
+    lr: float = 1e-4
+    """AdamW learning rate."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    warmup_steps: int = 0
+    """Linear learning-rate warm-up steps."""
+    schedule: str = "constant"
+    """Learning-rate schedule after warm-up: constant, linear or cosine (over the run's steps)."""
+    micro_batch: int = 16
+    """Sequences per forward/backward (gradient accumulation); does not change the result beyond rounding."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip; 0 disables."""
+    spike_window: int = 20
+    """Window of recent finite values for spike detection."""
+    spike_factor: float = 10.0
+    """A loss or grad norm above factor x (robust scale of the window) is a spike and the step is skipped."""
+    spike_min_history: int = 5
+    """Finite values a spike window must hold before it can flag anything."""
+    spike_floor: float = 0.1
+    """Absolute floor on the robust scale of a spike window: |x| <= spike_factor x spike_floor is never a spike.
+    Needed because a policy-gradient loss with centred advantages sits near 0 (|median|, MAD ~ 1e-8) until
+    a KL or entropy term makes it O(0.01), which is no spike."""
+    max_consecutive_skips: int = 3
+    """After this many skipped steps in a row, roll back to the last good state."""
+    max_rollbacks: int = 3
+    """After this many rollbacks, stop with an error."""
+    rollback_lr_factor: float = 0.5
+    """Learning rate multiplier applied at each rollback."""
+
+    def check_guards(self) -> list[tuple[str, str]]:
+        """(field, problem) pairs for the shared optimizer and guard settings."""
+        out = []
+        for name in ("lr", "spike_factor", "rollback_lr_factor"):
+            if not getattr(self, name) > 0:
+                out.append((name, f"expected > 0, got {getattr(self, name)}"))
+        for name in ("micro_batch", "spike_window", "spike_min_history", "max_consecutive_skips", "max_rollbacks"):
+            if getattr(self, name) <= 0:
+                out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
+        for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor"):
+            if getattr(self, name) < 0:
+                out.append((name, f"expected >= 0, got {getattr(self, name)}"))
+        if self.schedule not in ("constant", "linear", "cosine"):
+            out.append(("schedule", f"expected constant, linear or cosine, got {self.schedule!r}"))
+        return out
+
+
+@dataclass
+class LearnerConfig(OptimizerGuardsConfig):
     """Policy-gradient update: advantages, loss, optimizer and stability guards (NUMERICS.md B)."""
 
     advantage: str = "grpo"
@@ -35,38 +87,8 @@ class LearnerConfig:
     """Entropy bonus coefficient."""
     aggregation: str = "token-mean"
     """token-mean, seq-mean-token-mean or seq-mean-token-sum-norm (Dr.GRPO)."""
-    lr: float = 1e-4
-    """AdamW learning rate."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas."""
-    warmup_steps: int = 0
-    """Linear learning-rate warm-up steps."""
-    schedule: str = "constant"
-    """Learning-rate schedule after warm-up: constant, linear or cosine (over rl.steps)."""
     epochs: int = 1
     """Optimizer passes over each step's batch."""
-    micro_batch: int = 16
-    """Sequences per forward/backward (gradient accumulation); does not change the result beyond rounding."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip; 0 disables."""
-    spike_window: int = 20
-    """Window of recent finite values for spike detection."""
-    spike_factor: float = 10.0
-    """A loss or grad norm above factor x (robust scale of the window) is a spike and the step is skipped."""
-    max_consecutive_skips: int = 3
-    """After this many skipped steps in a row, roll back to the last good state."""
-    max_rollbacks: int = 3
-    """After this many rollbacks, stop with an error."""
-    rollback_lr_factor: float = 0.5
-    """Learning rate multiplier applied at each rollback."""
-    spike_min_history: int = 5
-    """Finite values a spike window must hold before it can flag anything."""
-    spike_floor: float = 0.1
-    """Absolute floor on the robust scale of a spike window: |x| <= spike_factor x spike_floor is never a spike.
-    Needed because a policy-gradient loss with centred advantages sits near 0 (|median|, MAD ~ 1e-8) until
-    a KL or entropy term makes it O(0.01), which is no spike."""
     gspo_clip_low: float = 3e-4
     """GSPO sequence-ratio lower clip epsilon (NUMERICS B13)."""
     gspo_clip_high: float = 4e-4
@@ -80,15 +102,14 @@ class LearnerConfig:
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
-        out = []
-        for name in ("lr", "log_ratio_clamp", "kl_clamp", "spike_factor", "rollback_lr_factor"):
+        out = self.check_guards()
+        for name in ("log_ratio_clamp", "kl_clamp"):
             if not getattr(self, name) > 0:
                 out.append((name, f"expected > 0, got {getattr(self, name)}"))
-        for name in ("epochs", "micro_batch", "spike_window", "max_consecutive_skips", "max_rollbacks", "spike_min_history"):
-            if getattr(self, name) <= 0:
-                out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
-        for name in ("clip_low", "clip_high", "dual_clip", "tis_cap", "kl_coef", "entropy_coef", "weight_decay", "grad_clip", "warmup_steps", "adv_eps",
-                     "spike_floor", "gspo_clip_low", "gspo_clip_high", "cispo_clip_high", "norm_len"):
+        if self.epochs <= 0:
+            out.append(("epochs", f"expected a positive integer, got {self.epochs}"))
+        for name in ("clip_low", "clip_high", "dual_clip", "tis_cap", "kl_coef", "entropy_coef", "adv_eps",
+                     "gspo_clip_low", "gspo_clip_high", "cispo_clip_high", "norm_len"):
             if getattr(self, name) < 0:
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
         if not 0 <= self.reinforce_decay < 1:
@@ -99,8 +120,6 @@ class LearnerConfig:
             out.append(("loss", f"expected ppo, gspo or cispo, got {self.loss!r}"))
         if self.aggregation not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
             out.append(("aggregation", f"expected token-mean, seq-mean-token-mean or seq-mean-token-sum-norm, got {self.aggregation!r}"))
-        if self.schedule not in ("constant", "linear", "cosine"):
-            out.append(("schedule", f"expected constant, linear or cosine, got {self.schedule!r}"))
         return out
 
 
@@ -135,7 +154,7 @@ class WarmupConfig:
 
 
 @dataclass
-class DistillLearnerConfig:
+class DistillLearnerConfig(OptimizerGuardsConfig):
     """The distillation update (NUMERICS C): exact per-token KL to a frozen teacher, AdamW, the B guards."""
 
     lr: float = 1e-3
@@ -144,45 +163,12 @@ class DistillLearnerConfig:
     """Weight of the per-token KL (the loss is kl_coef x token-mean KL)."""
     temperature: float = 1.0
     """Temperature applied to both student and teacher logits before the KL."""
-    weight_decay: float = 0.0
-    """AdamW weight decay."""
-    betas: tuple[float, float] = (0.9, 0.999)
-    """AdamW betas."""
-    warmup_steps: int = 0
-    """Linear learning-rate warm-up steps."""
-    schedule: str = "constant"
-    """constant, linear or cosine over `total_steps`."""
-    micro_batch: int = 16
-    """Sequences per forward/backward (gradient accumulation with whole-batch normalisers)."""
-    grad_clip: float = 1.0
-    """Global gradient-norm clip; 0 disables."""
-    spike_window: int = 20
-    """Window of recent finite values for spike detection."""
-    spike_factor: float = 10.0
-    """A loss or grad norm above factor x (robust scale of the window) is a spike and the step is skipped."""
-    spike_min_history: int = 5
-    """Finite values a spike window must hold before it can flag anything."""
-    spike_floor: float = 0.1
-    """Absolute floor on the robust scale of a spike window."""
-    max_consecutive_skips: int = 3
-    """After this many skipped steps in a row, roll back to the last good state."""
-    max_rollbacks: int = 3
-    """After this many rollbacks, stop with an error."""
-    rollback_lr_factor: float = 0.5
-    """Learning rate multiplier applied at each rollback."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
-        out = []
-        for name in ("lr", "temperature", "spike_factor", "rollback_lr_factor"):
-            if not getattr(self, name) > 0:
-                out.append((name, f"expected > 0, got {getattr(self, name)}"))
-        for name in ("micro_batch", "spike_window", "spike_min_history", "max_consecutive_skips", "max_rollbacks"):
-            if getattr(self, name) <= 0:
-                out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
-        for name in ("kl_coef", "weight_decay", "grad_clip", "warmup_steps", "spike_floor"):
-            if getattr(self, name) < 0:
-                out.append((name, f"expected >= 0, got {getattr(self, name)}"))
-        if self.schedule not in ("constant", "linear", "cosine"):
-            out.append(("schedule", f"expected constant, linear or cosine, got {self.schedule!r}"))
+        out = self.check_guards()
+        if not self.temperature > 0:
+            out.append(("temperature", f"expected > 0, got {self.temperature}"))
+        if self.kl_coef < 0:
+            out.append(("kl_coef", f"expected >= 0, got {self.kl_coef}"))
         return out
