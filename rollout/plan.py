@@ -42,6 +42,17 @@ def plan_step(cfg: Any, step: int) -> list[EpisodeSpec]:
     return specs
 
 
+def rollout_version(step: int, staleness: int) -> int:
+    """The policy version that plays step `step`: `step - staleness`, never below 0.
+
+    Version v is the weights after v learner updates. Staleness 0 plays step N with the weights
+    that step N trains; staleness 1 plays it with the previous version, so step N+1 can be played
+    while step N is learned. Always exactly this version, never "the newest available": the data
+    stays a pure function of (config, seed, step).
+    """
+    return max(int(step) - int(staleness), 0)
+
+
 def plan_eval(seed: int, env_id: str, episodes: int, stream_step: int = -1) -> list[EpisodeSpec]:
     """Held-out episodes 0..episodes-1 (one per group), with sample keys from the 'eval' stream."""
     return [

@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
@@ -28,6 +30,10 @@ log = logging.getLogger(__name__)
 
 class RolloutError(RuntimeError):
     """A micro-batch could not be played within its retries; names the micro-batch and the cause."""
+
+
+class RolloutCancelled(RolloutError):
+    """A submitted play was abandoned by `RolloutPool.close` (the run is stopping)."""
 
 
 @dataclass
@@ -105,6 +111,9 @@ class RolloutPool:
         self.version: int | None = None
         self._weights: Any = None
         self.restarts = 0
+        self._pending: Future | None = None
+        self._thread: ThreadPoolExecutor | None = None
+        self._cancel = threading.Event()
         if cfg.executor == "inline":
             self.workers: list[Any] = [RolloutWorker(spec)]
             self._ray = None
@@ -127,6 +136,8 @@ class RolloutPool:
 
     def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> None:
         """Send a policy version to every worker: one ray.put, then a reference to each actor."""
+        if self._pending is not None and not self._pending.done():
+            raise RolloutError(f"set_weights({version}) while a submitted play of version {self.version} is still running")
         self.version = version
         if self._ray is None:
             self._weights = weights
@@ -146,6 +157,28 @@ class RolloutPool:
             out = self._play_ray(mbs, greedy)
         return sorted(out, key=lambda t: t.spec.index)
 
+    def submit(self, specs: Sequence[EpisodeSpec], micro_batch: int | None = None) -> Future:
+        """Start `play(specs)` with the current version and return its Future (one-step-off pipelining).
+
+        Ray: a driver thread dispatches the micro-batches and waits on the actors, so the caller can
+        run the learner meanwhile; the trajectories are exactly those of `play`. Inline: played now
+        (one process, one thread count: nothing to overlap), returned as a finished Future.
+        """
+        if self._pending is not None and not self._pending.done():
+            raise RolloutError("submit while an earlier submitted play is still running (take its result first)")
+        if self._ray is None:
+            fut: Future = Future()
+            try:
+                fut.set_result(self.play(specs, micro_batch))
+            except Exception as e:  # noqa: BLE001  (delivered through the Future, like the Ray path)
+                fut.set_exception(e)
+            self._pending = fut
+            return fut
+        if self._thread is None:
+            self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steprl-rollout")
+        self._pending = self._thread.submit(self.play, list(specs), micro_batch)
+        return self._pending
+
     def _play_ray(self, mbs: list[list[EpisodeSpec]], greedy: bool) -> list[Trajectory]:
         """Dispatch micro-batches to idle actors, replace dead ones, retry up to max_retries."""
         ray = self._ray
@@ -158,7 +191,11 @@ class RolloutPool:
             while queue and idle:
                 k, w = queue.popleft(), idle.popleft()
                 inflight[self.workers[w].play.remote(mbs[k], self.version, greedy)] = (w, k)
-            ready, _ = ray.wait(list(inflight), num_returns=1)
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
+            if not ready:
+                if self._cancel.is_set():
+                    raise RolloutCancelled("the pool was closed while a play was running")
+                continue
             ref = ready[0]
             w, k = inflight.pop(ref)
             try:
@@ -202,7 +239,12 @@ class RolloutPool:
         return self._ray.get([w.pid.remote() for w in self.workers])
 
     def close(self) -> None:
-        """Kill the actors (the Ray session itself is left running for reuse)."""
+        """Abandon a submitted play, then kill the actors (the Ray session itself is left running for reuse)."""
+        if self._thread is not None:
+            self._cancel.set()
+            self._thread.shutdown(wait=True)
+            self._thread = None
+            self._cancel.clear()
         if self._ray is not None:
             for w in self.workers:
                 self._ray.kill(w)

@@ -340,12 +340,11 @@ def validate(cfg: Config) -> None:
             problems.append(("stages", f"unknown stage {s!r}; expected some of {', '.join(STAGES)}"))
     if len(set(cfg.stages)) != len(cfg.stages):
         problems.append(("stages", f"a stage is listed twice: {cfg.stages}"))
-    from steprl.envs.registry import known_env_ids  # local: registering envs imports gymnasium
+    from steprl.envs.registry import env_id_problem  # local: registering envs imports gymnasium
 
-    if cfg.env.id not in known_env_ids():
-        match = difflib.get_close_matches(cfg.env.id, known_env_ids(), n=1)
-        hint = f" (did you mean '{match[0]}'?)" if match else " (see `steprl envs`)"
-        problems.append(("env.id", f"unknown env {cfg.env.id!r}{hint}"))
+    bad_env = env_id_problem(cfg.env.id)
+    if bad_env:
+        problems.append(("env.id", bad_env))
     if problems:
         key, msg = problems[0]
         more = f" (+{len(problems) - 1} more problem(s))" if len(problems) > 1 else ""

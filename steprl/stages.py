@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
 from tqdm import tqdm
 
 from steprl.agents.model import count_parameters
@@ -19,11 +20,11 @@ from steprl.agents.policy import load_policy, save_policy
 from steprl.checkpoint import Checkpoint
 from steprl.config import to_dict
 from steprl.demos import demo_batches
-from steprl.errors import Interrupted
+from steprl.errors import Interrupted, SteprlError
 from steprl.evaluate import evaluate_with_pool
 from steprl.learners.policy_gradient import Learner
 from steprl.learners.sft import SFTTrainer
-from steprl.rollout.plan import plan_step
+from steprl.rollout.plan import plan_step, rollout_version
 from steprl.rollout.store import steps_digest, write_step
 
 log = logging.getLogger(__name__)
@@ -93,39 +94,69 @@ def make_learner(state: Any) -> Learner:
                    total_steps=cfg.rl.steps, pad_id=state.policy.tokenizer.pad_token_id, ref_model=ref)
 
 
+def _resume_rl(state: Any, learner: Learner, checkpoint: Checkpoint | None) -> tuple[int, dict[str, torch.Tensor]]:
+    """(first step, weights of the version that plays it): from the checkpoint's learner and in-flight state."""
+    staleness = state.cfg.rollout.staleness
+    if checkpoint is None or checkpoint.state.get("stage") != "rl":
+        return 0, learner.weights()
+    saved = checkpoint.learner_state()
+    learner.load_state_dict(saved)
+    start = checkpoint.step
+    state.metrics.truncate_after(start - 1, "rl")
+    version = rollout_version(start, staleness)
+    if version == start:
+        return start, learner.weights()
+    inflight = saved.get("inflight")
+    if not inflight or int(inflight["version"]) != version:
+        raise SteprlError(f"{checkpoint.path} holds no weights of policy version {version}, which plays step {start} "
+                          f"with rollout.staleness={staleness}; it was written with another staleness (start a new run)")
+    return start, inflight["weights"]
+
+
 def run_rl(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
-    """The RL step loop, from the checkpoint's step (0 after warm-up) to rl.steps."""
+    """The RL step loop, from the checkpoint's step (0 after warm-up) to rl.steps.
+
+    Step N is played with policy version `rollout_version(N, staleness)`. With staleness 1 the pool
+    plays step N+1 (with version N) while the learner updates on step N, and a checkpoint keeps
+    version N's weights as the in-flight state, so resume continues exactly.
+    """
     cfg = state.cfg
+    staleness, total = cfg.rollout.staleness, cfg.rl.steps
     learner = make_learner(state)
-    start = 0
-    if checkpoint is not None and checkpoint.state.get("stage") == "rl":
-        learner.load_state_dict(checkpoint.learner_state())
-        start = checkpoint.step
-        state.metrics.truncate_after(start - 1, "rl")
+    start, weights = _resume_rl(state, learner, checkpoint)
     pool = state.get_pool()
-    pool.set_weights(start, learner.weights())
-    bar = tqdm(range(start, cfg.rl.steps), initial=start, total=cfg.rl.steps, desc="rl", unit="step", dynamic_ncols=True)
+    pool.set_weights(rollout_version(start, staleness), weights)
+    pending = pool.submit(plan_step(cfg, start)) if start < total else None
+    bar = tqdm(range(start, total), initial=start, total=total, desc="rl", unit="step", dynamic_ncols=True)
     stats: dict[str, Any] = {}
     for step in bar:
         t0 = time.perf_counter()
-        trajs = pool.play(plan_step(cfg, step))                      # pure: (config, seed, step, weights)
+        trajs = pending.result()                                     # pure: (config, seed, step, weights)
         t_play = time.perf_counter() - t0
+        nxt, inflight = step + 1, None
+        if staleness == 1:  # version `step` plays step+1: kept for checkpoints (a run may be extended later)
+            inflight = {"version": step, "weights": learner.weights()}
+            if nxt < total:                                          # ... and played while the learner updates
+                pool.set_weights(step, inflight["weights"])
+                pending = pool.submit(plan_step(cfg, nxt))
         stats = learner.update(trajs).to_dict()
-        pool.set_weights(step + 1, learner.weights())                # version step+1 plays step+1
+        if staleness == 0 and nxt < total:                           # version step+1 plays step+1
+            pool.set_weights(nxt, learner.weights())
+            pending = pool.submit(plan_step(cfg, nxt))
         write_step(state.dir / "rollouts", step, trajs)
         step_time = time.perf_counter() - t0
         gen = sum(t.num_action_tokens for t in trajs)
         stats.update(step_time_s=step_time, play_time_s=t_play, tokens_per_s=gen / step_time, generated_tokens=gen,
-                     step_digest=steps_digest(trajs), policy_version=step)
+                     step_digest=steps_digest(trajs), policy_version=trajs[0].policy_version if trajs else step)
         state.metrics.log(step, "rl", stats)
         bar.set_postfix(reward=f"{stats['reward_mean']:.2f}", success=f"{stats['success_rate']:.2f}", s=f"{step_time:.1f}")
-        done = step + 1
-        if done % cfg.rl.checkpoint_every == 0 or done == cfg.rl.steps or state.stop_requested:
-            state.checkpoint(done, "rl", learner.state_dict(), {"version": done})
-        if state.stop_requested and done < cfg.rl.steps:
-            raise Interrupted(f"stopped after step {done} of {cfg.rl.steps}; continue with `steprl resume {state.dir}`")
+        if nxt % cfg.rl.checkpoint_every == 0 or nxt == total or state.stop_requested:
+            extra = {} if inflight is None else {"inflight": inflight}
+            state.checkpoint(nxt, "rl", {**learner.state_dict(), **extra}, {"version": nxt, "staleness": staleness})
+        if state.stop_requested and nxt < total:
+            raise Interrupted(f"stopped after step {nxt} of {total}; continue with `steprl resume {state.dir}`")
     bar.close()
-    result = {"steps": cfg.rl.steps, "final_reward_mean": stats.get("reward_mean"), "final_train_success": stats.get("success_rate")}
+    result = {"steps": total, "final_reward_mean": stats.get("reward_mean"), "final_train_success": stats.get("success_rate")}
     result.update(_success_fields(held_out(state, "rl")))
     return result
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,22 @@ class StepRaisesCalc(CalculatorEnv):
         return super().step(action)
 
 
-for _name, _cls in (("FlakyCalc", FlakyCalc), ("BrokenCalc", BrokenCalc), ("StepRaisesCalc", StepRaisesCalc)):
+class SlowCalc(CalculatorEnv):
+    """Sleeps 0-`max_delay_s` (random per process and call, not per seed) in every step(): a slow, jittery worker."""
+
+    def __init__(self, max_delay_s: float = 0.02, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.max_delay_s = float(max_delay_s)
+        self._jitter = random.Random(os.getpid() ^ time.time_ns())  # timing noise only; never touches the data
+
+    def step(self, action: Any):
+        """Wait a random moment, then step normally."""
+        time.sleep(self._jitter.random() * self.max_delay_s)
+        return super().step(action)
+
+
+for _name, _cls in (("FlakyCalc", FlakyCalc), ("BrokenCalc", BrokenCalc), ("StepRaisesCalc", StepRaisesCalc),
+                    ("SlowCalc", SlowCalc)):
     if f"reliability/{_name}-v0" not in gym.registry:
         gym.register(f"reliability/{_name}-v0", entry_point=_cls)
 
