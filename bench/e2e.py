@@ -14,7 +14,7 @@ included). steps/min = (N-1) / window; completion tok/s = generated tokens of th
 Also reported: the whole rl stage's wall time including Ray start-up, and the mean per-step
 split (play vs the rest) from metrics.jsonl. Prints a table and writes bench/results/e2e.json.
 
-    python bench/e2e.py [--steps 20] [--executor ray|inline] [--quick]
+    python bench/e2e.py [--steps 20] [--executor ray|inline] [--variants sync,pipelined,...] [--quick]
     python bench/e2e.py --to-target RUN_DIR [--target 0.5]   # wall time to a held-out success target
 
 `--to-target` reads RUN_DIR/summary.json of a full quickstart run (e.g. `steprl train quickstart`)
@@ -33,6 +33,16 @@ from pathlib import Path
 import torch
 
 from _common import machine_meta, markdown_table, write_result
+
+
+VARIANTS = {
+    # name: quickstart overrides (thread placement and pipelining; the data of a variant never depends on timing)
+    "sync": ["rollout.staleness=0"],
+    "pipelined": ["rollout.staleness=1"],
+    "pipelined-l1": ["rollout.staleness=1", "run.threads=1"],
+    "pipelined-w1-l1": ["rollout.staleness=1", "run.threads=1", "rollout.workers=1", "rollout.micro_batch=64"],
+}
+"""Loop configurations compared in one command; the first is the baseline of the ratio column."""
 
 
 def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: list[str]) -> dict:
@@ -76,7 +86,7 @@ def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: l
             "mean_play_s": sum(r.get("play_time_s", float("nan")) for r in later) / max(1, len(later)),
             "mean_step_time_s": sum(r.get("step_time_s", float("nan")) for r in later) / max(1, len(later)),
             "first_step_s": rows[0].get("step_time_s"), "rl_stage_wall_s": summary["stages"]["rl"]["wall_s"], "train_call_s": total,
-            "threads": cfg.run.threads, "worker_threads": cfg.rollout.worker_threads}
+            "threads": cfg.run.threads, "worker_threads": cfg.rollout.worker_threads, "staleness": cfg.rollout.staleness}
 
 
 def to_target(run_dir: Path, target: float) -> dict:
@@ -105,6 +115,7 @@ def main() -> None:
     ap.add_argument("--to-target", type=Path, default=None, metavar="RUN_DIR", help="report time-to-target of a finished run instead")
     ap.add_argument("--target", type=float, default=0.5, help="held-out success target for --to-target")
     ap.add_argument("--quick", action="store_true", help="smoke check: 4 steps, checkpoint every 2")
+    ap.add_argument("--variants", type=str, default=",".join(VARIANTS), help=f"loop configurations: {', '.join(VARIANTS)}")
     ap.add_argument("overrides", nargs="*", help="extra quickstart overrides, e.g. rollout.workers=1")
     args = ap.parse_args()
     meta = machine_meta(2)
@@ -118,15 +129,24 @@ def main() -> None:
         return
     steps = 4 if args.quick else args.steps
     extra = (["rl.checkpoint_every=2"] if args.quick else []) + list(args.overrides)
-    with tempfile.TemporaryDirectory(prefix="steprl-e2e-") as root:
-        res = run_steps(steps, args.executor, args.eval_episodes, root, extra)
-    torch.set_num_threads(res["threads"])
-    cols = [("executor", "executor", ""), ("workers", "workers", "d"), ("timed_steps", "timed steps", "d"),
-            ("steps_per_min", "steps/min", ".1f"), ("completion_tok_s", "completion tok/s", ".0f"),
-            ("mean_play_s", "play s/step", ".2f"), ("mean_step_time_s", "step s (no ckpt)", ".2f"),
-            ("rl_stage_wall_s", "rl stage wall s", ".1f")]
-    print(markdown_table([res], cols))
-    print("wrote", write_result("e2e", {"meta": meta | {"quick": args.quick, "overrides": extra}, **res}))
+    rows = []
+    for name in args.variants.split(","):
+        name = name.strip()
+        with tempfile.TemporaryDirectory(prefix="steprl-e2e-") as root:
+            res = run_steps(steps, args.executor, args.eval_episodes, root, [*VARIANTS[name], *extra])
+        torch.set_num_threads(res["threads"])
+        rows.append({"variant": name, **res})
+        print(f"{name}: {res['steps_per_min']:.1f} steps/min, {res['completion_tok_s']:.0f} completion tok/s", flush=True)
+    base = rows[0]["completion_tok_s"]
+    for r in rows:
+        r["vs_first"] = r["completion_tok_s"] / base if base else None
+    cols = [("variant", "variant", ""), ("executor", "executor", ""), ("workers", "workers", "d"), ("threads", "learner threads", "d"),
+            ("staleness", "staleness", "d"), ("timed_steps", "timed steps", "d"), ("steps_per_min", "steps/min", ".1f"),
+            ("completion_tok_s", "completion tok/s", ".0f"), ("mean_play_s", "wait for play s/step", ".2f"),
+            ("mean_step_time_s", "step s (no ckpt)", ".2f"), ("rl_stage_wall_s", "rl stage wall s", ".1f"),
+            ("vs_first", f"vs {rows[0]['variant']}", ".2f")]
+    print(markdown_table(rows, cols))
+    print("wrote", write_result("e2e", {"meta": meta | {"quick": args.quick, "overrides": extra}, "results": rows}))
 
 
 if __name__ == "__main__":

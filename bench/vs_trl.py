@@ -75,24 +75,53 @@ def prompts(cfg, policy, steps: int) -> list[dict]:
     return rows
 
 
-def run_steprl(cfg, model_dir: str, steps: int, threads: int) -> dict:
-    """The steprl loop: plan -> play (inline pool) -> Learner.update -> set_weights; per-step timestamps."""
-    torch.set_num_threads(threads)
+VARIANTS = {
+    # name: (executor, rollout workers, threads per worker, learner threads, staleness)
+    "sync-inline": ("inline", 1, 2, 2, 0),
+    "sync-ray2": ("ray", 2, 1, 2, 0),
+    "pipe-ray2": ("ray", 2, 1, 2, 1),
+    "pipe-ray2-l1": ("ray", 2, 1, 1, 1),
+    "pipe-ray1-l1": ("ray", 1, 1, 1, 1),
+}
+"""steprl configurations compared with TRL: where rollouts run, how threads are placed, staleness."""
+
+
+def run_steprl(cfg, model_dir: str, steps: int, variant: str) -> dict:
+    """The loop of `steprl.stages.run_rl` (no checkpoints or rollout files) under one VARIANTS entry.
+
+    Staleness 1: step N+1 is submitted to the pool (version N) before the learner trains on step N,
+    so generation and learning overlap; staleness 0: play, then update, strictly in turn.
+    """
+    from steprl.rollout.plan import rollout_version
+
+    executor, workers, wthreads, lthreads, staleness = VARIANTS[variant]
+    torch.set_num_threads(lthreads)
+    cfg.rollout.executor, cfg.rollout.workers, cfg.rollout.staleness = executor, workers, staleness
+    cfg.rollout.micro_batch = 64 if workers == 1 else 32
     policy = load_policy(model_dir)
-    spec = WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, threads)
+    spec = WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, wthreads)
     pool = RolloutPool(spec, cfg.rollout)
     learner = Learner(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature, total_steps=steps,
                       pad_id=policy.tokenizer.pad_token_id)
     pool.set_weights(0, learner.weights())
+    pending = pool.submit(plan_step(cfg, 0))
     marks, tokens, rewards = [time.perf_counter()], [], []
-    for step in range(steps):
-        trajs = pool.play(plan_step(cfg, step))
-        stats = learner.update(trajs)
-        pool.set_weights(step + 1, learner.weights())
-        marks.append(time.perf_counter())
-        tokens.append(sum(t.num_action_tokens for t in trajs))
-        rewards.append(stats.reward_mean)
-    return summarize("steprl", marks, tokens, rewards)
+    try:
+        for step in range(steps):
+            trajs = pending.result()
+            if staleness and step + 1 < steps:
+                pool.set_weights(rollout_version(step + 1, 1), learner.weights())
+                pending = pool.submit(plan_step(cfg, step + 1))
+            stats = learner.update(trajs)
+            if not staleness and step + 1 < steps:
+                pool.set_weights(step + 1, learner.weights())
+                pending = pool.submit(plan_step(cfg, step + 1))
+            marks.append(time.perf_counter())
+            tokens.append(sum(t.num_action_tokens for t in trajs))
+            rewards.append(stats.reward_mean)
+    finally:
+        pool.close()
+    return summarize(f"steprl {variant}", marks, tokens, rewards)
 
 
 def run_trl(cfg, model_dir: str, rows: list[dict], steps: int, threads: int, out_dir: str) -> dict:
@@ -171,6 +200,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", type=str, default="steprl,trl", help="run only some sides (debugging)")
     ap.add_argument("--quick", action="store_true", help="smoke check: 3 steps each")
+    ap.add_argument("--variants", type=str, default=",".join(VARIANTS), help=f"steprl configurations: {', '.join(VARIANTS)}")
     args = ap.parse_args()
     steps = 3 if args.quick else args.steps
     torch.set_num_threads(args.threads)
@@ -185,23 +215,26 @@ def main() -> None:
         print(f"model {args.model}: {sum(p.numel() for p in policy.model.parameters()):,} params; prompt {rows[0]['n_ids']} ids "
               f"(TRL re-tokenizes it to {enc}); {len(rows)} prompts", flush=True)
         sides = [s.strip() for s in args.only.split(",")]
-        if "steprl" in sides:
-            results.append(run_steprl(cfg, model_dir, steps, args.threads))
-            print(f"steprl: {results[-1]['completion_tok_s']:.0f} completion tok/s", flush=True)
+        for variant in (args.variants.split(",") if "steprl" in sides else []):
+            results.append(run_steprl(cfg, model_dir, steps, variant.strip()))
+            print(f"{results[-1]['system']}: {results[-1]['completion_tok_s']:.0f} completion tok/s", flush=True)
         if "trl" in sides:
             try:
                 results.append(run_trl(cfg, model_dir, rows, steps, args.threads, os.path.join(tmp, "trl")))
                 print(f"trl: {results[-1]['completion_tok_s']:.0f} completion tok/s", flush=True)
             except ImportError as e:
                 print(f"TRL not installed ({e}); pip install -e '.[bench]'")
-    by = {r["system"]: r for r in results}
-    ratio = by["steprl"]["completion_tok_s"] / by["trl"]["completion_tok_s"] if len(by) == 2 else None
+    trl_row = next((r for r in results if r["system"] == "trl"), None)
+    for r in results:
+        r["vs_trl"] = r["completion_tok_s"] / trl_row["completion_tok_s"] if trl_row else None
+    ours = [r for r in results if r["system"].startswith("steprl")]
+    ratio = max(r["vs_trl"] for r in ours) if trl_row and ours else None
     cols = [("system", "system", ""), ("timed_steps", "timed steps", "d"), ("mean_step_s", "s/step", ".2f"),
             ("tokens_per_step", "completion tokens/step", ".0f"), ("completion_tok_s", "completion tok/s", ".0f"),
-            ("mean_reward", "mean reward", ".3f")]
+            ("mean_reward", "mean reward", ".3f"), ("vs_trl", "vs TRL", ".2f")]
     print(markdown_table(results, cols))
     if ratio is not None:
-        print(f"steprl / TRL completion tok/s: {ratio:.2f}")
+        print(f"best steprl / TRL completion tok/s: {ratio:.2f}")
     meta = machine_meta(args.threads) | {"quick": args.quick, "model": args.model, "steps": steps}
     print("wrote", write_result("vs_trl", {"meta": meta, "results": results, "ratio_steprl_over_trl": ratio}))
 

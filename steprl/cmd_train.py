@@ -60,6 +60,13 @@ def print_summary(summary: dict, run_dir) -> None:
     emit(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s: {rl.get('steps', 0)} RL steps; "
           f"held-out success ({stages.get('eval', stages.get('rl', {})).get('eval_episodes', '?')} episodes): "
           + (", ".join(parts) or "n/a") + ".")
+    table = stages.get("eval", {}).get("table")
+    if table:
+        emit(table)
+        ratio = stages["eval"].get("student_vs_teacher")
+        if ratio and ratio.get("success_ratio") is not None:
+            emit(f"student/teacher: success x{ratio['success_ratio']:.2f}, generation speed x{ratio['speedup']:.2f}, "
+                 f"parameters x{ratio['param_ratio']:.2f}")
     emit(f"It lives in {run_dir} (metrics.jsonl, plots/, checkpoints/, rollouts/, summary.json); "
           f"final checkpoint {summary.get('final_checkpoint')}.")
     emit(f"Replay a step with `steprl replay {run_dir} --step 0`, extend it with `steprl resume {run_dir} rl.steps=N`.")

@@ -113,6 +113,10 @@ class DistillConfig:
     advantage -(log q - log p_T) through the RL learner, off-policy steps cross-entropy on teacher samples."""
     student: ModelConfig = field(default_factory=lambda: ModelConfig(layers=2, hidden=64, heads=2, kv_heads=2, intermediate=256))
     """The student model (built from config or loaded from `student.path`)."""
+    student_warmup_steps: int = 0
+    """Before distilling, this many SFT steps of the student on the run's warm-up demonstrations (other `warmup.*`
+    settings shared, cached like the teacher's warm-up): it learns the protocol cheaply from demos, distillation
+    then transfers what RL added. 0: the student starts from its own init."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -129,6 +133,8 @@ class DistillConfig:
                 out.append((name, f"expected > 0, got {getattr(self, name)}"))
         if self.kl_coef < 0:
             out.append(("kl_coef", f"expected >= 0, got {self.kl_coef}"))
+        if self.student_warmup_steps < 0:
+            out.append(("student_warmup_steps", f"expected >= 0, got {self.student_warmup_steps}"))
         if self.full_vocab_max <= 0:
             out.append(("full_vocab_max", f"expected a positive integer, got {self.full_vocab_max}"))
         out += [(f"student.{k}", v) for k, v in self.student.check()]

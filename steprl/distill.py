@@ -35,7 +35,7 @@ from steprl.agents.model import build_model, count_parameters, load_model
 from steprl.agents.policy import Policy, load_policy, save_policy
 from steprl.agents.tokenizer import load_tokenizer
 from steprl.checkpoint import latest_good, prune, resolve_policy_dir, save_checkpoint
-from steprl.config import Config, to_yaml
+from steprl.config import Config, to_dict, to_yaml
 from steprl.errors import Interrupted, SteprlError
 from steprl.evaluate import evaluate_with_pool
 from steprl.learners.config import DistillLearnerConfig
@@ -225,6 +225,10 @@ def distill_stage(state: Any) -> dict[str, Any]:
             metrics.truncate_after(start - 1, "distill")
             log.info("distill: resuming from %s", ck.path)
         s_pool = student_pool(cfg, student)
+        if not info and cfg.distill.student_warmup_steps:  # fresh start: the student learns the protocol from demos
+            from steprl.stages import warm_up  # the stages import this module; import late
+
+            warm_up(state, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps)
         if not info:
             info = {"teacher": held_out(cfg, t_pool, teacher.model, "teacher"),
                     "before": held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad)}
@@ -277,7 +281,8 @@ def distill_stage(state: Any) -> dict[str, Any]:
     result.update(steps=cfg.distill.steps, method=cfg.distill.method, dir=str(ddir), final_checkpoint=str(path),
                   kl_before=info["before"]["kl"], kl_after=after["kl"], success_before=info["before"]["success"],
                   teacher_success=t_succ, retention=after["success"] / t_succ if t_succ > 0 else None,
-                  student_params=s_params, teacher_params=t_params, param_ratio=s_params / t_params)
+                  student_params=s_params, teacher_params=t_params, param_ratio=s_params / t_params,
+                  student_warmup_steps=cfg.distill.student_warmup_steps)
     write_summary(ddir, {"stages": {"distill": result}, "final_checkpoint": str(path), "params": s_params})
     return result
 

@@ -9,6 +9,7 @@ import hashlib
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from steprl.checkpoint import Checkpoint
 from steprl.config import to_dict
 from steprl.demos import demo_batches
 from steprl.errors import Interrupted, SteprlError
-from steprl.evaluate import evaluate_with_pool
+from steprl.evaluate import evaluate_with_pool, format_table
 from steprl.learners.policy_gradient import Learner
 from steprl.learners.sft import SFTTrainer
 from steprl.rollout.plan import plan_step, rollout_version
@@ -30,49 +31,59 @@ from steprl.rollout.store import steps_digest, write_step
 log = logging.getLogger(__name__)
 
 
-def warmup_cache_key(state: Any) -> str:
-    """Hash of everything the warm-up result depends on (model, tokenizer, env, warmup, seed)."""
+def warmup_cache_key(state: Any, model_section: dict[str, Any] | None = None, steps: int | None = None) -> str:
+    """Hash of everything a warm-up result depends on (model, tokenizer, env, warmup, seed)."""
     c = to_dict(state.cfg)
     key = {k: c[k] for k in ("model", "tokenizer", "env", "warmup")} | {"seed": c["run"]["seed"], "v": 1}
+    if model_section is not None:  # another model on the same demonstrations (the distillation student)
+        key["model"] = model_section
+    if steps is not None:
+        key["warmup"]["steps"] = steps
     key["warmup"].pop("cache", None)
     return hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
 
 
+def warm_up(state: Any, policy: Any, stage: str, model_section: dict[str, Any] | None = None,
+            steps: int | None = None) -> tuple[list[float], str | None]:
+    """SFT of `policy` on the env's expert demonstrations (warmup.* settings, `steps` if given), or reuse a
+    cached identical one. Returns (losses, cache directory it came from or None); metrics under `stage`."""
+    cfg = state.cfg
+    wcfg = cfg.warmup if steps is None else replace(cfg.warmup, steps=steps)
+    cache = Path(cfg.run.root) / ".warmup_cache" / warmup_cache_key(state, model_section, steps)
+    if cfg.warmup.cache and (cache / "model" / "config.json").is_file():
+        log.info("%s: reusing cached result %s", stage, cache)
+        policy.model.load_state_dict(load_policy(cache / "model").model.state_dict())
+        policy.model.eval()
+        return [], str(cache)
+    batches = demo_batches(cfg.env.id, dict(cfg.env.kwargs), policy.turn_format, cfg.run.seed, cfg.warmup.batch_size,
+                           cfg.warmup.imperfect_rate)
+    trainer = SFTTrainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
+    bar = tqdm(total=wcfg.steps, desc=stage, unit="step", dynamic_ncols=True)
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss:.3f}")
+        if step % 50 == 0 or step == wcfg.steps - 1:
+            state.metrics.log(step, stage, {"loss": loss})
+        if state.stop_requested:
+            raise KeyboardInterrupt
+
+    losses = trainer.run(batches, on_step=on_step)
+    bar.close()
+    if cfg.warmup.cache:
+        tmp = cache.with_name(cache.name + ".tmp")
+        save_policy(policy, tmp / "model")
+        tmp.rename(cache) if not cache.exists() else None
+    policy.model.eval()
+    return losses, None
+
+
 def run_warmup(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
     """SFT on expert demonstrations (or reuse a cached identical warm-up), then checkpoint step 0."""
-    cfg = state.cfg
-    cache = Path(cfg.run.root) / ".warmup_cache" / warmup_cache_key(state)
-    losses: list[float] = []
-    if cfg.warmup.cache and (cache / "model" / "config.json").is_file():
-        log.info("warm-up: reusing cached result %s", cache)
-        cached = load_policy(cache / "model")
-        state.policy.model.load_state_dict(cached.model.state_dict())
-        cached_from = str(cache)
-    else:
-        tf = state.policy.turn_format
-        batches = demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, cfg.run.seed, cfg.warmup.batch_size, cfg.warmup.imperfect_rate)
-        trainer = SFTTrainer(state.policy.model, cfg.warmup, cfg.run.seed, state.policy.tokenizer.pad_token_id)
-        bar = tqdm(total=cfg.warmup.steps, desc="warmup", unit="step", dynamic_ncols=True)
-
-        def on_step(step: int, loss: float) -> None:
-            bar.update(1)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{loss:.3f}")
-            if step % 50 == 0 or step == cfg.warmup.steps - 1:
-                state.metrics.log(step, "warmup", {"loss": loss})
-            if state.stop_requested:
-                raise KeyboardInterrupt
-
-        losses = trainer.run(batches, on_step=on_step)
-        bar.close()
-        cached_from = None
-        if cfg.warmup.cache:
-            tmp = cache.with_name(cache.name + ".tmp")
-            save_policy(state.policy, tmp / "model")
-            tmp.rename(cache) if not cache.exists() else None
-    state.policy.model.eval()
+    losses, cached_from = warm_up(state, state.policy, "warmup")
     state.checkpoint(0, "warmup", {}, {"version": 0})
-    result = {"steps": cfg.warmup.steps, "final_loss": losses[-1] if losses else None, "cached_from": cached_from}
+    result = {"steps": state.cfg.warmup.steps, "final_loss": losses[-1] if losses else None, "cached_from": cached_from}
     result.update(_success_fields(held_out(state, "warmup")))
     return result
 
@@ -162,8 +173,42 @@ def run_rl(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
 
 
 def run_eval(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
-    """Held-out evaluation of the final policy (the summary's headline number)."""
-    return _success_fields(held_out(state, "final"))
+    """Held-out evaluation of the final policy; after a distill stage, the teacher and the student side by side.
+
+    Both are played back to back on the same eval seeds, pool layout and threads, so their success
+    and generated tokens/s compare directly; the table lands in summary.json and the final summary.
+    """
+    cfg = state.cfg
+    teacher = _evaluate(state, state.get_pool(), state.policy.model, "teacher (rl policy)")
+    rows = [teacher]
+    distilled = state.summary.get("stages", {}).get("distill", {})
+    if "distill" in cfg.stages and distilled.get("final_checkpoint"):
+        from steprl.distill import student_pool
+
+        student = load_policy(Path(distilled["final_checkpoint"]) / "model")
+        pool = student_pool(cfg, student)
+        try:
+            rows.append(_evaluate(state, pool, student.model, "student (distilled)"))
+        finally:
+            pool.close()
+    result = _success_fields(teacher.to_dict())
+    result.update(policies=[r.to_dict() for r in rows], table=format_table(rows))
+    if len(rows) == 2:
+        t, st = rows
+        result["student_vs_teacher"] = {"success_ratio": st.success / t.success if t.success > 0 else None,
+                                        "speedup": st.tokens_per_s / t.tokens_per_s if t.tokens_per_s > 0 else None,
+                                        "param_ratio": st.params / t.params}
+    log.info("held-out evaluation: %s", ", ".join(f"{r.policy} {r.success:.3f}" for r in rows))
+    return result
+
+
+def _evaluate(state: Any, pool: Any, model: torch.nn.Module, name: str) -> Any:
+    """EvalResult of `model` on the run's held-out seeds, played on `pool`."""
+    cfg = state.cfg
+    pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    res, _ = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
+                                count_parameters(model), greedy=cfg.eval.greedy)
+    return res
 
 
 def run_distill(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:

@@ -126,3 +126,14 @@ def test_plan_is_pure_and_disjoint_from_eval_and_rl():
     assert 0.24 < sum(picks) / 400 < 0.36
     assert all(picks_on_policy(load_config("smoke", ["distill.method=on_policy"]), k) for k in range(5))
     assert not any(picks_on_policy(load_config("smoke", ["distill.method=off_policy"]), k) for k in range(5))
+
+
+def test_student_warmup_brings_the_student_closer_to_the_teacher_before_distilling(tmp_path, teacher_run):
+    """distill.student_warmup_steps: the student first learns the teacher's demonstrations (same warm-up data)."""
+    cold = distill_from_config(_cfg(tmp_path / "cold", teacher_run, "distill.steps=1"))
+    warm = distill_from_config(_cfg(tmp_path / "warm", teacher_run, "distill.steps=1", "distill.student_warmup_steps=30",
+                                    "warmup.lr=1e-2", "warmup.warmup_steps=2"))
+    assert cold["student_warmup_steps"] == 0 and warm["student_warmup_steps"] == 30
+    assert warm["kl_before"] < 0.5 * cold["kl_before"], (cold["kl_before"], warm["kl_before"])
+    rows = [r for r in read_metrics(tmp_path / "warm" / "student" / "metrics.jsonl") if r["stage"] == "student_warmup"]
+    assert rows and rows[0]["step"] == 0
