@@ -40,6 +40,7 @@ VARIANTS = {
     "sync": ["rollout.staleness=0"],
     "pipelined": ["rollout.staleness=1"],
     "pipelined-l1": ["rollout.staleness=1", "run.threads=1"],
+    "sync-w1-l1": ["rollout.staleness=0", "run.threads=1", "rollout.workers=1", "rollout.micro_batch=64"],
     "pipelined-w1-l1": ["rollout.staleness=1", "run.threads=1", "rollout.workers=1", "rollout.micro_batch=64"],
 }
 """Loop configurations compared in one command; the first is the baseline of the ratio column."""

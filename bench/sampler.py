@@ -1,8 +1,10 @@
 """Benchmark: generated tokens/s of steprl's GenerationBatch vs `model.generate(do_sample=True)`.
 
-Same process, same quickstart-size model (ModelConfig defaults, char vocabulary), same
-prompts. Both generate exactly NEW tokens per row (generate: min_new_tokens = max_new_tokens;
-ours: a stop string that never occurs). Prints a table and writes bench/results/sampler.json.
+Same process, the quickstart preset's model (char vocabulary), same prompts. Both generate
+exactly NEW tokens per row (generate: min_new_tokens = max_new_tokens; ours: a stop string that
+never occurs). Ours runs twice: on transformers' forward (`ours-hf`) and on the fused inference
+forward the rollout workers use (`ours`, agents/fast_forward.py). Prints a table and writes
+bench/results/sampler.json.
 
     python bench/sampler.py [--new 64] [--repeats 3] [--threads 2]
 """
@@ -18,8 +20,10 @@ from pathlib import Path
 
 import torch
 
-from steprl.agents.config import ModelConfig, TokenizerConfig
+from steprl.agents.config import TokenizerConfig
+from steprl.agents.fast_forward import FastCausalLM
 from steprl.agents.policy import build_policy
+from steprl.config import load_config
 from steprl.rollout.sampler import GenerationBatch, SamplingParams
 
 
@@ -28,11 +32,11 @@ def prompts_for(tf, batch: int) -> list[list[int]]:
     return [tf.prompt_ids("You are a calculator agent.", f"Compute {1000 + i}*{47 + i % 50}.") [:40] for i in range(batch)]
 
 
-def run_ours(policy, prompts, new: int, params: SamplingParams) -> float:
-    """Seconds for one turn of `new` tokens on every row."""
+def run_ours(policy, model, prompts, new: int, params: SamplingParams) -> float:
+    """Seconds for one turn of `new` tokens on every row, decoding with `model`."""
     B = len(prompts)
     t0 = time.perf_counter()
-    gb = GenerationBatch(policy.model, prompts, list(range(B)), params, policy.tokenizer.pad_token_id)
+    gb = GenerationBatch(model, prompts, list(range(B)), params, policy.tokenizer.pad_token_id)
     res = gb.generate_turn([True] * B, [0] * B, [new] * B, [["\x07never"]] * B, policy.turn_format.decode)
     dt = time.perf_counter() - t0
     assert all(len(r.tokens) == new for r in res)
@@ -62,28 +66,34 @@ def main() -> None:
     ap.add_argument("--batches", type=str, default="1,16,64")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    policy = build_policy(ModelConfig(), TokenizerConfig(), seed=0)
+    policy = build_policy(load_config("quickstart").model, TokenizerConfig(), seed=0)
+    policy.model.eval()
+    fast = FastCausalLM(policy.model)
     params = SamplingParams()
     rows = []
     for B in [int(x) for x in args.batches.split(",")]:
         prompts = prompts_for(policy.turn_format, B)
-        run_ours(policy, prompts, 4, params), run_hf(policy, prompts, 4)  # warm-up
-        ours, hf = float("inf"), float("inf")
-        for _ in range(args.repeats):  # interleaved, best of: both see the same machine load
-            ours = min(ours, run_ours(policy, prompts, args.new, params))
+        run_ours(policy, fast, prompts, 4, params), run_ours(policy, policy.model, prompts, 4, params), run_hf(policy, prompts, 4)
+        ours, ours_hf, hf = float("inf"), float("inf"), float("inf")
+        for _ in range(args.repeats):  # interleaved, best of: all see the same machine load
+            ours = min(ours, run_ours(policy, fast, prompts, args.new, params))
+            ours_hf = min(ours_hf, run_ours(policy, policy.model, prompts, args.new, params))
             hf = min(hf, run_hf(policy, prompts, args.new))
-        row = {"batch": B, "new_tokens": args.new, "ours_tok_s": B * args.new / ours, "generate_tok_s": B * args.new / hf}
+        row = {"batch": B, "new_tokens": args.new, "ours_tok_s": B * args.new / ours, "ours_hf_tok_s": B * args.new / ours_hf,
+               "generate_tok_s": B * args.new / hf}
         row["ratio"] = row["ours_tok_s"] / row["generate_tok_s"]
+        row["ratio_hf"] = row["ours_hf_tok_s"] / row["generate_tok_s"]
         rows.append(row)
-        print(f"batch {B:3d}: ours {row['ours_tok_s']:9.0f} tok/s   generate {row['generate_tok_s']:9.0f} tok/s   ratio {row['ratio']:.2f}", flush=True)
+        print(f"batch {B:3d}: ours {row['ours_tok_s']:9.0f} tok/s  ours-hf {row['ours_hf_tok_s']:9.0f}  generate "
+              f"{row['generate_tok_s']:9.0f}  ratio {row['ratio']:.2f} (hf forward {row['ratio_hf']:.2f})", flush=True)
     meta = {"nproc": os.cpu_count(), "threads": args.threads, "torch": torch.__version__, "machine": platform.machine(),
             "processor": platform.processor(), "params": sum(p.numel() for p in policy.model.parameters())}
     out = Path(__file__).parent / "results" / "sampler.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"| batch | ours tok/s | generate tok/s | ratio |\n|---|---|---|---|")
+    print("| batch | ours tok/s | ours-hf tok/s | generate tok/s | ours / generate | ours-hf / generate |\n|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['batch']} | {r['ours_tok_s']:.0f} | {r['generate_tok_s']:.0f} | {r['ratio']:.2f} |")
+        print(f"| {r['batch']} | {r['ours_tok_s']:.0f} | {r['ours_hf_tok_s']:.0f} | {r['generate_tok_s']:.0f} | {r['ratio']:.2f} | {r['ratio_hf']:.2f} |")
     print(json.dumps(meta))
 
 

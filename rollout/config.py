@@ -37,6 +37,9 @@ class RolloutConfig:
     """Episodes generated together; membership is [k*B, (k+1)*B), fixed by episode index."""
     max_retries: int = 3
     """Times a micro-batch is re-played after its worker died before the step fails."""
+    micro_batch_timeout_s: float = 0.0
+    """A micro-batch with no result after this many seconds counts as a dead worker: the actor is killed and
+    replaced, the micro-batch re-played (Ray only). 0 waits forever."""
     staleness: int = 0
     """0: step N is played with the weights of step N. 1: with those of step N-1 (pipelined)."""
     worker_threads: int = 1
@@ -61,6 +64,8 @@ class RolloutConfig:
         for name in ("workers", "groups", "group_size", "micro_batch", "worker_threads"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
+        if self.micro_batch_timeout_s < 0:
+            out.append(("micro_batch_timeout_s", f"expected >= 0 (0 = no limit), got {self.micro_batch_timeout_s}"))
         if self.max_retries < 0:
             out.append(("max_retries", f"expected >= 0, got {self.max_retries}"))
         if self.staleness not in (0, 1):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from typing import Any, Sequence
 import gymnasium as gym
 import torch
 
+from steprl.agents.fast_forward import FastCausalLM
+from steprl.agents.fast_forward import supports as fast_forward_supports
 from steprl.rollout.config import RolloutConfig, SamplingConfig
 from steprl.rollout.episode import play_micro_batch
 from steprl.rollout.plan import micro_batches
@@ -50,6 +53,8 @@ class WorkerSpec:
     """Token sampling parameters."""
     threads: int = 1
     """torch threads while playing (fixed: results may depend on the thread count)."""
+    fast_forward: bool = True
+    """Decode with `agents.fast_forward.FastCausalLM` (fused kernels) when the model is a Llama/Qwen2."""
 
 
 class RolloutWorker:
@@ -65,6 +70,8 @@ class RolloutWorker:
         with torch.random.fork_rng():  # random init is overwritten by set_weights; keep global RNG untouched
             self.model = AutoModelForCausalLM.from_config(spec.model_config, dtype=torch.float32)
         self.model.eval()
+        # the sampler's forward: fused inference kernels when the architecture allows (same numbers, fewer kernels)
+        self.decoder = FastCausalLM(self.model) if spec.fast_forward and fast_forward_supports(self.model) else self.model
         self.turn_format = make_turn_format(spec.tokenizer)
         self.pad_id = spec.tokenizer.pad_token_id
         self.envs: dict[str, list[Any]] = {}
@@ -73,6 +80,8 @@ class RolloutWorker:
     def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> int:
         """Load a policy version's weights; returns the version (so callers can wait on it)."""
         self.model.load_state_dict(weights)
+        if isinstance(self.decoder, FastCausalLM):
+            self.decoder.refresh()
         self.version = version
         return version
 
@@ -94,7 +103,7 @@ class RolloutWorker:
         prev = torch.get_num_threads()
         torch.set_num_threads(self.spec.threads)
         try:
-            return play_micro_batch(self.model, self.turn_format, envs, specs, self.spec.sampling, version, self.pad_id, greedy)
+            return play_micro_batch(self.decoder, self.turn_format, envs, specs, self.spec.sampling, version, self.pad_id, greedy)
         finally:
             torch.set_num_threads(prev)
 
@@ -185,18 +194,31 @@ class RolloutPool:
         queue = deque(range(len(mbs)))
         idle = deque(range(len(self.workers)))
         inflight: dict[Any, tuple[int, int]] = {}
+        started: dict[Any, float] = {}
         results: dict[int, list[Trajectory]] = {}
         attempts = [0] * len(mbs)
+        limit = self.cfg.micro_batch_timeout_s
         while queue or inflight:
             while queue and idle:
                 k, w = queue.popleft(), idle.popleft()
-                inflight[self.workers[w].play.remote(mbs[k], self.version, greedy)] = (w, k)
+                ref = self.workers[w].play.remote(mbs[k], self.version, greedy)
+                inflight[ref], started[ref] = (w, k), time.monotonic()
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             if not ready:
                 if self._cancel.is_set():
                     raise RolloutCancelled("the pool was closed while a play was running")
+                for ref in [r for r in inflight if limit > 0 and time.monotonic() - started[r] > limit]:
+                    w, k = inflight.pop(ref)  # a hung (not dead) worker: kill it, replay its micro-batch elsewhere
+                    started.pop(ref)
+                    self._retry(k, mbs, attempts, TimeoutError(f"no result after rollout.micro_batch_timeout_s={limit:g} s"))
+                    ray.kill(self.workers[w])
+                    self.workers[w] = self._new_actor()
+                    self.restarts += 1
+                    queue.append(k)
+                    idle.append(w)
                 continue
             ref = ready[0]
+            started.pop(ref, None)
             w, k = inflight.pop(ref)
             try:
                 res = ray.get(ref)

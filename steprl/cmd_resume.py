@@ -11,7 +11,7 @@ import argparse
 from steprl.errors import ConfigError
 
 SAFE_PREFIXES = ("rl.steps", "rl.checkpoint_every", "rl.keep_last", "rl.keep_every", "rollout.workers", "rollout.executor",
-                 "rollout.max_retries", "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "ray.", "eval.", "stages")
+                 "rollout.max_retries", "rollout.micro_batch_timeout_s", "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "ray.", "eval.", "stages")
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -32,6 +32,21 @@ class FlakyCalc(CalculatorEnv):
         return super().step(action)
 
 
+class HangOnceCalc(CalculatorEnv):
+    """Hangs (sleeps an hour, alive but silent) in step() once per marker file, then behaves."""
+
+    def __init__(self, marker: str = "", **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.marker = Path(marker)
+
+    def step(self, action: Any):
+        """Hang the first time any instance steps, then play normally."""
+        if not self.marker.exists():
+            self.marker.write_text("hung once\n")
+            time.sleep(3600)
+        return super().step(action)
+
+
 class BrokenCalc(CalculatorEnv):
     """Crashes the worker on every step()."""
 
@@ -70,7 +85,7 @@ class SlowCalc(CalculatorEnv):
 
 
 for _name, _cls in (("FlakyCalc", FlakyCalc), ("BrokenCalc", BrokenCalc), ("StepRaisesCalc", StepRaisesCalc),
-                    ("SlowCalc", SlowCalc)):
+                    ("SlowCalc", SlowCalc), ("HangOnceCalc", HangOnceCalc)):
     if f"reliability/{_name}-v0" not in gym.registry:
         gym.register(f"reliability/{_name}-v0", entry_point=_cls)
 

@@ -152,6 +152,30 @@ def test_worker_crashing_inside_an_episode_is_retried_and_identical(setup, tmp_p
         spec.env_kwargs.pop("marker")
 
 
+def test_hung_worker_is_killed_after_the_timeout_and_the_step_is_identical(setup, tmp_path):
+    """A worker that hangs (alive, no result) is treated as dead after rollout.micro_batch_timeout_s."""
+    import relenvs  # noqa: F401  (registers reliability/* in the driver too)
+
+    cfg, policy, spec, specs = setup
+    marker = tmp_path / "hung"
+    spec.env_kwargs["marker"] = str(marker)
+    try:
+        hanging = with_env(specs, "relenvs:reliability/HangOnceCalc-v0")
+        marker.write_text("pre-existing: no hang\n")
+        pool = _pool(setup, max_retries=2, micro_batch_timeout_s=5.0)
+        want = digests(pool.play(hanging))
+        marker.unlink()
+        t0 = time.perf_counter()
+        got = pool.play(hanging)
+        took = time.perf_counter() - t0
+        assert marker.exists() and pool.restarts == 1  # it did hang, and its actor was replaced
+        assert digests(got) == want
+        print(f"\nFIGURE hung-worker: killed after the 5 s timeout, step identical in {took:.1f} s, restarts {pool.restarts}")
+        pool.close()
+    finally:
+        spec.env_kwargs.pop("marker")
+
+
 def test_worker_crashing_every_time_names_the_micro_batch_and_the_exception(setup):
     _, _, _, specs = setup
     pool = _pool(setup, max_retries=2)

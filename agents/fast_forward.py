@@ -1,0 +1,133 @@
+"""A lean inference forward for Llama/Qwen2 models: the same math as `model(...)`, fewer kernels per token.
+
+Decoding a small model on a CPU is bound by the fixed cost of each kernel, not by FLOPs (BENCHMARKS.md:
+the quickstart model decodes at 5-9% of the matmul ceiling). transformers' forward runs ~45 kernels per
+layer per token; this one runs ~20: q/k/v and gate/up projections fused into one matmul each (weights
+concatenated once per weight version), `rms_norm` as one kernel, rotary embedding applied to q and k
+together from a precomputed cos/sin table, and the final norm and LM head only on the kept positions.
+
+Results equal transformers' forward to float32 rounding (~1e-6; tests compare them), and they are
+deterministic: every worker runs the same code on the same weights, so rollouts stay bit-identical
+across workers. Only the sampler uses it; the learner keeps transformers' forward (autograd).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class _Layer:
+    """One decoder layer's weights, fused for inference."""
+
+    ln1: torch.Tensor
+    qkv_w: torch.Tensor
+    qkv_b: torch.Tensor | None
+    o_w: torch.Tensor
+    ln2: torch.Tensor
+    gate_up_w: torch.Tensor
+    down_w: torch.Tensor
+
+
+@dataclass
+class _Output:
+    """What the sampler reads from a forward: `.logits` [B, kept, V]."""
+
+    logits: torch.Tensor
+
+
+def supports(model: Any) -> bool:
+    """True for the Llama/Qwen2 shapes this forward implements (silu MLP, default RoPE, no sliding window)."""
+    cfg = getattr(model, "config", None)
+    if cfg is None or getattr(cfg, "model_type", None) not in ("llama", "qwen2"):
+        return False
+    rope = getattr(cfg, "rope_parameters", None) or getattr(cfg, "rope_scaling", None) or {}
+    rope_type = rope.get("rope_type", rope.get("type", "default")) if isinstance(rope, dict) else "default"
+    return (getattr(cfg, "hidden_act", "silu") == "silu" and rope_type == "default"
+            and not getattr(cfg, "use_sliding_window", False) and not getattr(cfg, "mlp_bias", False)
+            and not (cfg.model_type == "llama" and getattr(cfg, "attention_bias", False)))
+
+
+class FastCausalLM:
+    """Wraps a Llama/Qwen2 `*ForCausalLM` for the sampler; call `refresh()` after its weights change."""
+
+    def __init__(self, model: Any) -> None:
+        """Precompute the rotary table and fuse the current weights."""
+        if not supports(model):
+            raise ValueError(f"FastCausalLM supports Llama/Qwen2 with silu and default RoPE, not {type(model).__name__}")
+        self.model = model
+        self.config = model.config
+        text = model.config.get_text_config()
+        self.heads, self.kv_heads = text.num_attention_heads, text.num_key_value_heads
+        self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+        self.eps = float(text.rms_norm_eps)
+        rotary = model.model.rotary_emb
+        positions = torch.arange(text.max_position_embeddings, dtype=torch.float32)
+        freqs = positions[:, None] * rotary.inv_freq.float()[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self.cos, self.sin = emb.cos() * scale, emb.sin() * scale
+        self.refresh()
+
+    def get_output_embeddings(self) -> torch.nn.Module:
+        """The LM head (the sampler reads the vocabulary size from it)."""
+        return self.model.get_output_embeddings()
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Re-fuse the weights from the wrapped model (after `load_state_dict`)."""
+        m = self.model.model
+        self.embed = m.embed_tokens.weight
+        self.norm = m.norm.weight
+        self.lm_head = self.model.get_output_embeddings().weight
+        self.layers = []
+        for layer in m.layers:
+            a, mlp = layer.self_attn, layer.mlp
+            bias = None
+            if a.q_proj.bias is not None:
+                bias = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).contiguous()
+            self.layers.append(_Layer(
+                ln1=layer.input_layernorm.weight,
+                qkv_w=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).contiguous(),
+                qkv_b=bias,
+                o_w=a.o_proj.weight,
+                ln2=layer.post_attention_layernorm.weight,
+                gate_up_w=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
+                down_w=mlp.down_proj.weight,
+            ))
+
+    @torch.no_grad()
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any,
+                 use_cache: bool = True, logits_to_keep: int = 1) -> _Output:
+        """Logits of the last `logits_to_keep` positions; appends the new keys/values to `cache`.
+
+        `attention_mask` is the additive float mask [B, 1, L, S] the sampler builds (0 allowed, min blocked).
+        """
+        B, L = input_ids.shape
+        H, KV, D = self.heads, self.kv_heads, self.head_dim
+        x = F.embedding(input_ids, self.embed)
+        cos = self.cos[position_ids][:, :, None, :]  # [B, L, 1, D]: broadcast over q and k heads
+        sin = self.sin[position_ids][:, :, None, :]
+        hidden = x.shape[-1]
+        for i, ly in enumerate(self.layers):
+            h = F.rms_norm(x, (hidden,), ly.ln1, self.eps)
+            qkv = F.linear(h, ly.qkv_w, ly.qkv_b).view(B, L, H + 2 * KV, D)
+            qk, v = qkv[:, :, : H + KV], qkv[:, :, H + KV :]
+            half = D // 2
+            rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
+            qk = qk * cos + rotated * sin
+            q = qk[:, :, :H].transpose(1, 2)
+            k = qk[:, :, H:].transpose(1, 2)
+            k_all, v_all = cache.update(k, v.transpose(1, 2), i)
+            attn = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=attention_mask, scale=D ** -0.5,
+                                                  enable_gqa=H != KV)
+            x = x + F.linear(attn.transpose(1, 2).reshape(B, L, H * D), ly.o_w)
+            h = F.rms_norm(x, (hidden,), ly.ln2, self.eps)
+            gate, up = F.linear(h, ly.gate_up_w).chunk(2, dim=-1)
+            x = x + F.linear(F.silu(gate) * up, ly.down_w)
+        x = x[:, -logits_to_keep:] if logits_to_keep else x
+        return _Output(F.linear(F.rms_norm(x, (hidden,), self.norm, self.eps), self.lm_head))
