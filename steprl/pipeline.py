@@ -25,6 +25,7 @@ from steprl.agents.model import count_parameters
 from steprl.agents.policy import Policy, build_policy, load_policy, save_policy
 from steprl.checkpoint import Checkpoint, latest_good, prune, save_checkpoint
 from steprl.config import Config
+from steprl.demos import DemoMemo
 from steprl.metrics import MetricsLogger
 from steprl.rollout.workers import RolloutPool, WorkerSpec
 from steprl.run_dir import create_run_dir, read_summary, write_summary
@@ -44,6 +45,8 @@ class RunState:
     summary: dict[str, Any]
     pool: RolloutPool | None = None
     stop_requested: bool = False
+    demo_memo: DemoMemo = field(default_factory=DemoMemo)
+    """Warm-up demonstration batches built in this run (the student's warm-up reuses the teacher's)."""
     t_start: float = field(default_factory=time.perf_counter)
 
     @property

@@ -20,7 +20,7 @@ from steprl.agents.model import count_parameters
 from steprl.agents.policy import load_policy, save_policy
 from steprl.checkpoint import Checkpoint
 from steprl.config import to_dict
-from steprl.demos import demo_batches
+from steprl.demos import Prefetched, demo_batches
 from steprl.errors import Interrupted, SteprlError
 from steprl.evaluate import evaluate_with_pool, format_table
 from steprl.learners.policy_gradient import Learner
@@ -34,7 +34,8 @@ log = logging.getLogger(__name__)
 def warmup_cache_key(state: Any, model_section: dict[str, Any] | None = None, steps: int | None = None) -> str:
     """Hash of everything a warm-up result depends on (model, tokenizer, env, warmup, seed)."""
     c = to_dict(state.cfg)
-    key = {k: c[k] for k in ("model", "tokenizer", "env", "warmup")} | {"seed": c["run"]["seed"], "v": 1}
+    # run.threads too: float reductions, hence the exact weights, depend on the thread count
+    key = {k: c[k] for k in ("model", "tokenizer", "env", "warmup")} | {"seed": c["run"]["seed"], "threads": c["run"]["threads"], "v": 1}
     if model_section is not None:  # another model on the same demonstrations (the distillation student)
         key["model"] = model_section
     if steps is not None:
@@ -55,8 +56,11 @@ def warm_up(state: Any, policy: Any, stage: str, model_section: dict[str, Any] |
         policy.model.load_state_dict(load_policy(cache / "model").model.state_dict())
         policy.model.eval()
         return [], str(cache)
-    batches = demo_batches(cfg.env.id, dict(cfg.env.kwargs), policy.turn_format, cfg.run.seed, cfg.warmup.batch_size,
-                           cfg.warmup.imperfect_rate)
+    key = (cfg.env.id, json.dumps(to_dict(cfg)["env"], sort_keys=True), cfg.run.seed, cfg.warmup.batch_size,
+           cfg.warmup.imperfect_rate, getattr(policy.tokenizer, "name_or_path", ""), len(policy.tokenizer))
+    build = demo_batches(cfg.env.id, dict(cfg.env.kwargs), policy.turn_format, cfg.run.seed, cfg.warmup.batch_size,
+                         cfg.warmup.imperfect_rate)
+    batches = Prefetched(state.demo_memo.wrap(key, build), wcfg.steps)
     trainer = SFTTrainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
     bar = tqdm(total=wcfg.steps, desc=stage, unit="step", dynamic_ncols=True)
 
@@ -69,7 +73,10 @@ def warm_up(state: Any, policy: Any, stage: str, model_section: dict[str, Any] |
         if state.stop_requested:
             raise KeyboardInterrupt
 
-    losses = trainer.run(batches, on_step=on_step)
+    try:
+        losses = trainer.run(batches, on_step=on_step)
+    finally:
+        batches.close()
     bar.close()
     if cfg.warmup.cache:
         tmp = cache.with_name(cache.name + ".tmp")

@@ -1,0 +1,71 @@
+"""The warm-up cache returns exactly what a fresh warm-up would, and only for the same inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from steprl.pipeline import train
+
+from digests import tree_digest
+
+WARMUP_ONLY = ["stages=[warmup]", "warmup.cache=true", "warmup.steps=10"]
+
+
+def test_cached_warmup_is_bitwise_the_fresh_one_and_keys_on_threads(smoke):
+    fresh = train(smoke(*WARMUP_ONLY, "run.threads=1", name="fresh"))
+    again = train(smoke(*WARMUP_ONLY, "run.threads=1", name="again"))
+    other = train(smoke(*WARMUP_ONLY, "run.threads=2", name="other"))
+    root = Path(smoke().run.root)
+    assert fresh["stages"]["warmup"]["cached_from"] is None
+    assert again["stages"]["warmup"]["cached_from"] is not None  # reused ...
+    assert tree_digest(root / "again", 0)["model/model.safetensors"] == tree_digest(root / "fresh", 0)["model/model.safetensors"]
+    assert other["stages"]["warmup"]["cached_from"] is None  # ... but never across thread counts (other float sums)
+    assert len(list((root / ".warmup_cache").iterdir())) == 2
+
+
+def test_prefetched_demos_are_the_same_batches_built_one_step_ahead():
+    from steprl.agents.policy import build_policy
+    from steprl.config import load_config
+    from steprl.demos import Prefetched, demo_batches
+
+    cfg = load_config("smoke")
+    tf = build_policy(cfg.model, cfg.tokenizer, 0).turn_format
+    direct = demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, 0, 4, 0.5)
+    built: list[int] = []
+
+    def logged(step):
+        built.append(step)
+        return direct(step)
+
+    ahead = Prefetched(logged, stop=5)
+    got = [ahead(0)]
+    assert 1 in ahead.pending  # step 1 is being built while step 0 trains
+    got += [ahead(k) for k in range(1, 5)]
+    assert not ahead.pending  # nothing built past the last step
+    ahead.close()
+    fresh = demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, 0, 4, 0.5)
+    assert got == [fresh(k) for k in range(5)]
+    assert built == [0, 1, 2, 3, 4]  # each built once, in order, step k+1 requested while k trains
+
+
+def test_demo_memo_serves_a_second_warmup_the_same_batches_without_rebuilding():
+    from steprl.agents.policy import build_policy
+    from steprl.config import load_config
+    from steprl.demos import DemoMemo, demo_batches
+
+    cfg = load_config("smoke")
+    tf = build_policy(cfg.model, cfg.tokenizer, 0).turn_format
+    fresh = demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, 0, 4, 0.5)
+    calls: list[int] = []
+
+    def build(step):
+        calls.append(step)
+        return fresh(step)
+
+    memo = DemoMemo()
+    first = [memo.wrap(("k",), build)(k) for k in range(3)]
+    second = [memo.wrap(("k",), build)(k) for k in range(4)]  # the student: same key, one step more
+    assert second[:3] == first and calls == [0, 1, 2, 3]      # steps 0-2 served from the memo
+    assert second == [demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, 0, 4, 0.5)(k) for k in range(4)]
+    memo.wrap(("other",), build)(0)                            # another key: rebuilt, never mixed
+    assert calls == [0, 1, 2, 3, 0]
