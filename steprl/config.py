@@ -151,10 +151,13 @@ class EvalConfig:
     """Greedy decoding (temperature 0) instead of sampling."""
     micro_batch: int = 50
     """Episodes generated together during evaluation."""
+    timing_repeats: int = 3
+    """The eval stage plays each policy this many times (interleaved) and reports the fastest wall time."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
-        return [(n, f"expected a positive integer, got {getattr(self, n)}") for n in ("episodes", "micro_batch") if getattr(self, n) <= 0]
+        return [(n, f"expected a positive integer, got {getattr(self, n)}") for n in ("episodes", "micro_batch", "timing_repeats")
+                if getattr(self, n) <= 0]
 
 
 @dataclass

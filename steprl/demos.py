@@ -42,35 +42,6 @@ def demo_batches(env_id: str, env_kwargs: dict[str, Any], turn_format: Any, seed
     return batch_for_step
 
 
-class Prefetched:
-    """`batch_for_step` computed one step ahead on a background thread.
-
-    Demonstrations are a pure function of the step, so prefetching changes only when they are built,
-    never what they are: building the next batch (Python: env resets, tokenization) overlaps the
-    current SFT step (torch kernels, which release the GIL). Steps must be asked for in order.
-    """
-
-    def __init__(self, batch_for_step: Callable[[int], list[Example]], stop: int) -> None:
-        """Prefetch steps below `stop` (the trainer's last step + 1)."""
-        from concurrent.futures import ThreadPoolExecutor
-
-        self.fn, self.stop = batch_for_step, int(stop)
-        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steprl-demos")
-        self.pending: dict[int, Any] = {}
-
-    def __call__(self, step: int) -> list[Example]:
-        """The batch of `step`; starts building the next one."""
-        fut = self.pending.pop(step, None)
-        batch = fut.result() if fut is not None else self.fn(step)
-        if step + 1 < self.stop and step + 1 not in self.pending:
-            self.pending[step + 1] = self.pool.submit(self.fn, step + 1)
-        return batch
-
-    def close(self) -> None:
-        """Stop the background thread (waits for a batch being built)."""
-        self.pool.shutdown(wait=True, cancel_futures=True)
-
-
 class DemoMemo:
     """Demonstration batches already built in this run, stored compactly (numpy), for a second warm-up.
 

@@ -20,7 +20,7 @@ from steprl.agents.model import count_parameters
 from steprl.agents.policy import load_policy, save_policy
 from steprl.checkpoint import Checkpoint
 from steprl.config import to_dict
-from steprl.demos import Prefetched, demo_batches
+from steprl.demos import demo_batches
 from steprl.errors import Interrupted, SteprlError
 from steprl.evaluate import evaluate_with_pool, format_table
 from steprl.learners.policy_gradient import Learner
@@ -60,7 +60,7 @@ def warm_up(state: Any, policy: Any, stage: str, model_section: dict[str, Any] |
            cfg.warmup.imperfect_rate, getattr(policy.tokenizer, "name_or_path", ""), len(policy.tokenizer))
     build = demo_batches(cfg.env.id, dict(cfg.env.kwargs), policy.turn_format, cfg.run.seed, cfg.warmup.batch_size,
                          cfg.warmup.imperfect_rate)
-    batches = Prefetched(state.demo_memo.wrap(key, build), wcfg.steps)
+    batches = state.demo_memo.wrap(key, build)
     trainer = SFTTrainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
     bar = tqdm(total=wcfg.steps, desc=stage, unit="step", dynamic_ncols=True)
 
@@ -73,10 +73,7 @@ def warm_up(state: Any, policy: Any, stage: str, model_section: dict[str, Any] |
         if state.stop_requested:
             raise KeyboardInterrupt
 
-    try:
-        losses = trainer.run(batches, on_step=on_step)
-    finally:
-        batches.close()
+    losses = trainer.run(batches, on_step=on_step)
     bar.close()
     if cfg.warmup.cache:
         tmp = cache.with_name(cache.name + ".tmp")
@@ -182,24 +179,28 @@ def run_rl(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
 def run_eval(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
     """Held-out evaluation of the final policy; after a distill stage, the teacher and the student side by side.
 
-    Both are played back to back on the same eval seeds, pool layout and threads, so their success
-    and generated tokens/s compare directly; the table lands in summary.json and the final summary.
+    Both play the same eval seeds on the same pool layout and threads, interleaved `eval.timing_repeats`
+    times: the numbers come from the first play (every repeat must give the same trajectories), the
+    generated tokens/s from the fastest, so the speed ratio is not at the mercy of one noisy 0.3 s play.
     """
     cfg = state.cfg
-    teacher = _evaluate(state, state.get_pool(), state.policy.model, "teacher (rl policy)")
-    rows = [teacher]
+    entries = [("teacher (rl policy)", state.get_pool(), state.policy.model)]
     distilled = state.summary.get("stages", {}).get("distill", {})
-    if "distill" in cfg.stages and distilled.get("final_checkpoint"):
-        from steprl.distill import student_pool
+    s_pool = None
+    try:
+        if "distill" in cfg.stages and distilled.get("final_checkpoint"):
+            from steprl.distill import student_pool
 
-        student = load_policy(Path(distilled["final_checkpoint"]) / "model")
-        pool = student_pool(cfg, student)
-        try:
-            rows.append(_evaluate(state, pool, student.model, "student (distilled)"))
-        finally:
-            pool.close()
+            student = load_policy(Path(distilled["final_checkpoint"]) / "model")
+            s_pool = student_pool(cfg, student)
+            entries.append(("student (distilled)", s_pool, student.model))
+        rows = _timed_evaluations(state, entries)
+    finally:
+        if s_pool is not None:
+            s_pool.close()
+    teacher = rows[0]
     result = _success_fields(teacher.to_dict())
-    result.update(policies=[r.to_dict() for r in rows], table=format_table(rows))
+    result.update(policies=[r.to_dict() for r in rows], table=format_table(rows), timing_repeats=cfg.eval.timing_repeats)
     if len(rows) == 2:
         t, st = rows
         result["student_vs_teacher"] = {"success_ratio": st.success / t.success if t.success > 0 else None,
@@ -209,13 +210,24 @@ def run_eval(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
     return result
 
 
-def _evaluate(state: Any, pool: Any, model: torch.nn.Module, name: str) -> Any:
-    """EvalResult of `model` on the run's held-out seeds, played on `pool`."""
+def _timed_evaluations(state: Any, entries: list[tuple[str, Any, torch.nn.Module]]) -> list[Any]:
+    """EvalResults of each (name, pool, model), played `eval.timing_repeats` times interleaved; fastest wall kept."""
     cfg = state.cfg
-    pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    res, _ = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
-                                count_parameters(model), greedy=cfg.eval.greedy)
-    return res
+    first: list[Any] = [None] * len(entries)
+    digests: list[list[str]] = [[] for _ in entries]
+    tokens = [0] * len(entries)
+    best = [float("inf")] * len(entries)
+    for _ in range(cfg.eval.timing_repeats):
+        for i, (name, pool, model) in enumerate(entries):
+            pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            res, trajs = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
+                                            count_parameters(model), greedy=cfg.eval.greedy)
+            if first[i] is None:
+                first[i], digests[i], tokens[i] = res, [t.digest for t in trajs], sum(t.num_action_tokens for t in trajs)
+            elif [t.digest for t in trajs] != digests[i]:
+                raise SteprlError(f"evaluation of {name} gave different trajectories when repeated: determinism is broken")
+            best[i] = min(best[i], res.wall_s)
+    return [replace(r, wall_s=w, tokens_per_s=n / max(w, 1e-9)) for r, w, n in zip(first, best, tokens)]
 
 
 def run_distill(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:

@@ -137,3 +137,18 @@ def test_student_warmup_brings_the_student_closer_to_the_teacher_before_distilli
     assert warm["kl_before"] < 0.5 * cold["kl_before"], (cold["kl_before"], warm["kl_before"])
     rows = [r for r in read_metrics(tmp_path / "warm" / "student" / "metrics.jsonl") if r["stage"] == "student_warmup"]
     assert rows and rows[0]["step"] == 0
+
+
+def test_train_with_distill_and_eval_stages_prints_teacher_and_student_side_by_side(tmp_path, capsys):
+    rc = main(["train", "smoke", f"run.root={tmp_path}", "run.name=both", "run.threads=1", "stages=[warmup,rl,distill,eval]",
+               "distill.student_warmup_steps=10", "eval.timing_repeats=2", *STUDENT])
+    out = capsys.readouterr().out
+    assert rc == 0
+    summary = json.loads((tmp_path / "both" / "summary.json").read_text())
+    ev = summary["stages"]["eval"]
+    assert [p["policy"] for p in ev["policies"]] == ["teacher (rl policy)", "student (distilled)"]
+    teacher, student = ev["policies"]
+    assert student["params"] < teacher["params"] and ev["student_vs_teacher"]["param_ratio"] == student["params"] / teacher["params"]
+    assert ev["success"] == teacher["success"] == summary["stages"]["rl"]["success"]  # the same seeds, the same weights
+    assert student["success"] == summary["stages"]["distill"]["success"]
+    assert "teacher (rl policy)" in out and "student (distilled)" in out and ev["timing_repeats"] == 2

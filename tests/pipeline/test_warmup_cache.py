@@ -23,31 +23,6 @@ def test_cached_warmup_is_bitwise_the_fresh_one_and_keys_on_threads(smoke):
     assert len(list((root / ".warmup_cache").iterdir())) == 2
 
 
-def test_prefetched_demos_are_the_same_batches_built_one_step_ahead():
-    from steprl.agents.policy import build_policy
-    from steprl.config import load_config
-    from steprl.demos import Prefetched, demo_batches
-
-    cfg = load_config("smoke")
-    tf = build_policy(cfg.model, cfg.tokenizer, 0).turn_format
-    direct = demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, 0, 4, 0.5)
-    built: list[int] = []
-
-    def logged(step):
-        built.append(step)
-        return direct(step)
-
-    ahead = Prefetched(logged, stop=5)
-    got = [ahead(0)]
-    assert 1 in ahead.pending  # step 1 is being built while step 0 trains
-    got += [ahead(k) for k in range(1, 5)]
-    assert not ahead.pending  # nothing built past the last step
-    ahead.close()
-    fresh = demo_batches(cfg.env.id, dict(cfg.env.kwargs), tf, 0, 4, 0.5)
-    assert got == [fresh(k) for k in range(5)]
-    assert built == [0, 1, 2, 3, 4]  # each built once, in order, step k+1 requested while k trains
-
-
 def test_demo_memo_serves_a_second_warmup_the_same_batches_without_rebuilding():
     from steprl.agents.policy import build_policy
     from steprl.config import load_config
