@@ -75,6 +75,12 @@ def evaluate_with_pool(pool: Any, name: str, seed: int, env_id: str, episodes: i
     return summarise(name, trajs, params, time.perf_counter() - t0), trajs
 
 
+def success_fields(res: dict[str, Any]) -> dict[str, Any]:
+    """The held-out numbers a stage summary carries."""
+    return {"success": res["success"], "success_ci": res["success_ci"], "reward_mean": res["reward_mean"],
+            "eval_episodes": res["episodes"], "eval_tokens_per_s": res["tokens_per_s"]}
+
+
 def format_table(results: Sequence[EvalResult]) -> str:
     """A plain-text table, one row per policy."""
     head = f"{'policy':<28} {'success':>8} {'95% CI':>13} {'reward':>7} {'turns':>6} {'tools':>6} {'malf':>6} {'params':>10} {'tok/s':>8} {'wall_s':>7}"

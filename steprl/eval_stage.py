@@ -1,0 +1,78 @@
+"""The `eval` stage: the final policy on the run's held-out seeds; after `distill`, teacher and student side by side.
+
+Both policies play the same eval seeds on the same pool layout and threads, interleaved
+`eval.timing_repeats` times: success and the other numbers come from the first play (every repeat must
+give the same trajectories), generated tokens/s from the fastest, so the speed ratio of the two is
+not at the mercy of one noisy sub-second play.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steprl.agents.model import count_parameters
+from steprl.agents.policy import load_policy
+from steprl.checkpoint import Checkpoint
+from steprl.errors import SteprlError
+from steprl.evaluate import evaluate_with_pool, format_table, success_fields
+
+log = logging.getLogger(__name__)
+
+
+def run_eval(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
+    """Held-out evaluation of the final policy; after a distill stage, the teacher and the student side by side.
+
+    Both play the same eval seeds on the same pool layout and threads, interleaved `eval.timing_repeats`
+    times: the numbers come from the first play (every repeat must give the same trajectories), the
+    generated tokens/s from the fastest, so the speed ratio is not at the mercy of one noisy 0.3 s play.
+    """
+    cfg = state.cfg
+    entries = [("teacher (rl policy)", state.get_pool(), state.policy.model)]
+    distilled = state.summary.get("stages", {}).get("distill", {})
+    s_pool = None
+    try:
+        if "distill" in cfg.stages and distilled.get("final_checkpoint"):
+            from steprl.distill import student_pool
+
+            student = load_policy(Path(distilled["final_checkpoint"]) / "model")
+            s_pool = student_pool(cfg, student)
+            entries.append(("student (distilled)", s_pool, student.model))
+        rows = _timed_evaluations(state, entries)
+    finally:
+        if s_pool is not None:
+            s_pool.close()
+    teacher = rows[0]
+    result = success_fields(teacher.to_dict())
+    result.update(policies=[r.to_dict() for r in rows], table=format_table(rows), timing_repeats=cfg.eval.timing_repeats)
+    if len(rows) == 2:
+        t, st = rows
+        result["student_vs_teacher"] = {"success_ratio": st.success / t.success if t.success > 0 else None,
+                                        "speedup": st.tokens_per_s / t.tokens_per_s if t.tokens_per_s > 0 else None,
+                                        "param_ratio": st.params / t.params}
+    log.info("held-out evaluation: %s", ", ".join(f"{r.policy} {r.success:.3f}" for r in rows))
+    return result
+
+
+def _timed_evaluations(state: Any, entries: list[tuple[str, Any, torch.nn.Module]]) -> list[Any]:
+    """EvalResults of each (name, pool, model), played `eval.timing_repeats` times interleaved; fastest wall kept."""
+    cfg = state.cfg
+    first: list[Any] = [None] * len(entries)
+    digests: list[list[str]] = [[] for _ in entries]
+    tokens = [0] * len(entries)
+    best = [float("inf")] * len(entries)
+    for _ in range(cfg.eval.timing_repeats):
+        for i, (name, pool, model) in enumerate(entries):
+            pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+            res, trajs = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
+                                            count_parameters(model), greedy=cfg.eval.greedy)
+            if first[i] is None:
+                first[i], digests[i], tokens[i] = res, [t.digest for t in trajs], sum(t.num_action_tokens for t in trajs)
+            elif [t.digest for t in trajs] != digests[i]:
+                raise SteprlError(f"evaluation of {name} gave different trajectories when repeated: determinism is broken")
+            best[i] = min(best[i], res.wall_s)
+    return [replace(r, wall_s=w, tokens_per_s=n / max(w, 1e-9)) for r, w, n in zip(first, best, tokens)]
