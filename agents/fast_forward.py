@@ -66,12 +66,16 @@ class FastCausalLM:
         self.head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
         self.eps = float(text.rms_norm_eps)
         rotary = model.model.rotary_emb
-        positions = torch.arange(text.max_position_embeddings, dtype=torch.float32)
-        freqs = positions[:, None] * rotary.inv_freq.float()[None, :]
-        emb = torch.cat((freqs, freqs), dim=-1)
-        scale = float(getattr(rotary, "attention_scaling", 1.0))
-        self.cos, self.sin = emb.cos() * scale, emb.sin() * scale
+        self.inv_freq = rotary.inv_freq.float().clone()
+        self.rope_scale = float(getattr(rotary, "attention_scaling", 1.0))
+        self._rope_table(int(text.max_position_embeddings))
         self.refresh()
+
+    def _rope_table(self, length: int) -> None:
+        """cos/sin of positions [0, length) as transformers computes them (position x inv_freq in float32)."""
+        freqs = torch.arange(length, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        self.cos, self.sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
 
     def get_output_embeddings(self) -> torch.nn.Module:
         """The LM head (the sampler reads the vocabulary size from it)."""
@@ -110,6 +114,8 @@ class FastCausalLM:
         B, L = input_ids.shape
         H, KV, D = self.heads, self.kv_heads, self.head_dim
         x = F.embedding(input_ids, self.embed)
+        if int(position_ids.max()) >= self.cos.shape[0]:  # like transformers, positions may pass max_position_embeddings
+            self._rope_table(2 * (int(position_ids.max()) + 1))
         cos = self.cos[position_ids][:, :, None, :]  # [B, L, 1, D]: broadcast over q and k heads
         sin = self.sin[position_ids][:, :, None, :]
         hidden = x.shape[-1]

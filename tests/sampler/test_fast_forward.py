@@ -95,3 +95,16 @@ def test_worker_decodes_with_it_and_refreshes_fused_weights_on_set_weights():
         assert float((got - want).abs().max()) < 1e-5
     off = RolloutWorker(WorkerSpec(pol.model.config, pol.tokenizer, fast_forward=False))
     assert off.decoder is off.model
+
+
+def test_positions_past_max_position_embeddings_extend_the_rotary_table():
+    """transformers computes RoPE for any position; so must the fused forward (episodes can outgrow the config)."""
+    pol = _policy("llama-gqa")
+    fast = FastCausalLM(pol.model)
+    ids = torch.tensor([[5, 6, 7, 8]])
+    pos = torch.tensor([[300, 301, 302, 303]])  # max_position_embeddings is 256
+    mask = _mask(torch.ones(1, 4, dtype=torch.bool), 4)
+    with torch.no_grad():
+        want = pol.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1:]
+        got = fast(ids, mask, pos, GrowingCache(2)).logits
+    assert float((got - want).abs().max()) < 1e-5 and fast.cos.shape[0] > 303
