@@ -44,6 +44,9 @@ class RolloutConfig:
     """0: step N is played with the weights of step N. 1: with those of step N-1 (pipelined)."""
     worker_threads: int = 1
     """torch threads inside each rollout worker."""
+    fast_forward: bool = True
+    """Decode with the fused inference forward (agents/fast_forward.py) when the model is Llama/Qwen2; it gives
+    transformers' log-probs to float rounding. Part of the data's recipe: replay uses the run's setting."""
     num_cpus_per_worker: float = 1.0
     """Ray CPU resource per worker."""
     num_gpus_per_worker: float = 0.0

@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> int:
     policy, _ = rebuild_policy(run_dir, cfg, version)
     from steprl.rollout.workers import RolloutWorker, WorkerSpec
 
-    worker = RolloutWorker(WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, cfg.rollout.worker_threads))
+    worker = RolloutWorker(WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, cfg.rollout.worker_threads,
+                                      cfg.rollout.fast_forward))
     worker.set_weights(version, policy.model.state_dict())
     specs = plan_step(cfg, args.step)
     try:

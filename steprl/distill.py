@@ -164,7 +164,8 @@ def student_pool(cfg: Config, student: Policy) -> RolloutPool:
     pools never play at the same time, and reserving more would leave the student's actors pending.
     """
     rcfg = cfg.rollout if cfg.rollout.executor == "inline" else replace(cfg.rollout, num_cpus_per_worker=0.0)
-    spec = WorkerSpec(student.model.config, student.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, cfg.rollout.worker_threads)
+    spec = WorkerSpec(student.model.config, student.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, cfg.rollout.worker_threads,
+                      cfg.rollout.fast_forward)
     return RolloutPool(spec, rcfg, cfg.ray.address, cfg.ray.num_cpus)
 
 

@@ -75,4 +75,3 @@ def test_object_store_does_not_grow_over_50_weight_syncs(ray_session, tmp_path):
           f"after {15 - (deadline - time.time()):.1f}s")
     assert settled[1] <= usage[0][1] + 1  # no weight version left behind
     assert settled[0] <= usage[0][0] + 1
-    assert usage[-1][1] < 50  # even before settling, old versions are being freed

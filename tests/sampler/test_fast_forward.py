@@ -108,3 +108,17 @@ def test_positions_past_max_position_embeddings_extend_the_rotary_table():
         want = pol.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1:]
         got = fast(ids, mask, pos, GrowingCache(2)).logits
     assert float((got - want).abs().max()) < 1e-5 and fast.cos.shape[0] > 303
+
+
+@pytest.mark.parametrize("flag", [True, False])
+def test_rollout_fast_forward_config_reaches_the_workers(tmp_path, flag):
+    from steprl.config import load_config
+    from steprl.metrics import MetricsLogger
+    from steprl.pipeline import RunState
+
+    cfg = load_config("smoke", [f"run.root={tmp_path}", f"rollout.fast_forward={str(flag).lower()}"])
+    pol = build_policy(cfg.model, cfg.tokenizer, 0)
+    state = RunState(cfg, tmp_path, pol, MetricsLogger(tmp_path, tensorboard=False), {})
+    worker = state.get_pool().workers[0]  # the smoke preset plays inline
+    assert isinstance(worker.decoder, FastCausalLM) is flag
+    state.metrics.close()
