@@ -41,6 +41,7 @@ from steprl.evaluate import evaluate_with_pool
 from steprl.learners.config import DistillLearnerConfig
 from steprl.learners.distill import Distiller, check_same_tokenizer, reverse_kl_on, token_advantages, use_full_vocab, vocab_size_of
 from steprl.learners.policy_gradient import Learner
+from steprl.memory import release_free_memory
 from steprl.metrics import MetricsLogger
 from steprl.rollout.plan import HALF, plan_eval
 from steprl.rollout.seeding import derive
@@ -254,6 +255,7 @@ def distill_stage(state: Any) -> dict[str, Any]:
             t_play = time.perf_counter() - t0
             stats = trainer.update(trajs, on_mode if on else off_mode)
             write_step(ddir / "rollouts", step, trajs)
+            release_free_memory()
             dt = time.perf_counter() - t0
             gen = sum(t.num_action_tokens for t in trajs)
             stats.update(on_policy=float(on), step_time_s=dt, play_time_s=t_play, tokens_per_s=gen / dt, generated_tokens=gen,

@@ -25,6 +25,7 @@ from steprl.errors import Interrupted, SteprlError
 from steprl.eval_stage import run_eval  # noqa: F401  (the `eval` stage, looked up by name)
 from steprl.evaluate import evaluate_with_pool, success_fields
 from steprl.learners.policy_gradient import Learner
+from steprl.memory import release_free_memory
 from steprl.learners.sft import SFTTrainer
 from steprl.rollout.plan import plan_step, rollout_version
 from steprl.rollout.store import steps_digest, write_step
@@ -71,6 +72,7 @@ def warm_up(state: Any, policy: Any, stage: str, model_section: dict[str, Any] |
             bar.set_postfix(loss=f"{loss:.3f}")
         if step % 50 == 0 or step == wcfg.steps - 1:
             state.metrics.log(step, stage, {"loss": loss})
+            release_free_memory()
         if state.stop_requested:
             raise KeyboardInterrupt
 
@@ -154,6 +156,7 @@ def run_rl(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
             pool.set_weights(nxt, learner.weights())
             pending = pool.submit(plan_step(cfg, nxt))
         write_step(state.dir / "rollouts", step, trajs)
+        release_free_memory()
         step_time = time.perf_counter() - t0
         gen = sum(t.num_action_tokens for t in trajs)
         stats.update(step_time_s=step_time, play_time_s=t_play, tokens_per_s=gen / step_time, generated_tokens=gen,
