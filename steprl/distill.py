@@ -255,7 +255,8 @@ def distill_stage(state: Any) -> dict[str, Any]:
             t_play = time.perf_counter() - t0
             stats = trainer.update(trajs, on_mode if on else off_mode)
             write_step(ddir / "rollouts", step, trajs)
-            release_free_memory()
+            if step % 10 == 9:
+                release_free_memory()
             dt = time.perf_counter() - t0
             gen = sum(t.num_action_tokens for t in trajs)
             stats.update(on_policy=float(on), step_time_s=dt, play_time_s=t_play, tokens_per_s=gen / dt, generated_tokens=gen,
