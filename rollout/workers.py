@@ -212,8 +212,7 @@ class RolloutPool:
                     started.pop(ref)
                     self._retry(k, mbs, attempts, TimeoutError(f"no result after rollout.micro_batch_timeout_s={limit:g} s"))
                     ray.kill(self.workers[w])
-                    self.workers[w] = self._new_actor()
-                    self.restarts += 1
+                    self._replace_worker(w)
                     queue.append(k)
                     idle.append(w)
                 continue
@@ -224,8 +223,7 @@ class RolloutPool:
                 res = ray.get(ref)
             except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as e:
                 self._retry(k, mbs, attempts, e)
-                self.workers[w] = self._new_actor()
-                self.restarts += 1
+                self._replace_worker(w)
                 queue.append(k)
                 idle.append(w)
                 continue
@@ -241,6 +239,11 @@ class RolloutPool:
                 continue
             results[k] = res
         return [t for k in sorted(results) for t in results[k]]
+
+    def _replace_worker(self, w: int) -> None:
+        """Put a fresh actor (with the current weights) in slot `w` of a dead or killed one."""
+        self.workers[w] = self._new_actor()
+        self.restarts += 1
 
     def _retry(self, k: int, mbs: list[list[EpisodeSpec]], attempts: list[int], err: Exception) -> None:
         """Count a failed attempt; raise RolloutError once micro-batch k is out of retries."""

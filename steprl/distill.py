@@ -37,7 +37,7 @@ from steprl.agents.tokenizer import load_tokenizer
 from steprl.checkpoint import latest_good, prune, resolve_policy_dir, save_checkpoint
 from steprl.config import Config, to_dict, to_yaml
 from steprl.errors import Interrupted, SteprlError
-from steprl.evaluate import evaluate_with_pool
+from steprl.evaluate import evaluate_model, success_fields
 from steprl.learners.config import DistillLearnerConfig
 from steprl.learners.distill import Distiller, check_same_tokenizer, reverse_kl_on, token_advantages, use_full_vocab, vocab_size_of
 from steprl.learners.policy_gradient import Learner
@@ -186,11 +186,8 @@ def held_out(cfg: Config, pool: RolloutPool, model: torch.nn.Module, name: str, 
 
     The KL is measured on episodes the student *samples* on the same eval seeds (the expectation is under q).
     """
-    pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    res, trajs = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
-                                    count_parameters(model), greedy=cfg.eval.greedy)
-    out = {"success": res.success, "success_ci": list(res.success_ci), "reward_mean": res.reward_mean,
-           "eval_episodes": res.episodes, "eval_tokens_per_s": res.tokens_per_s}
+    res, trajs = evaluate_model(pool, model, name, cfg)
+    out = success_fields(res.to_dict())
     if teacher is not None:
         if cfg.eval.greedy:
             trajs = pool.play(plan_eval(cfg.run.seed, cfg.env.id, cfg.eval.episodes), micro_batch=math.gcd(cfg.eval.episodes, cfg.eval.micro_batch), greedy=False)
@@ -227,12 +224,11 @@ def distill_stage(state: Any) -> dict[str, Any]:
             metrics.truncate_after(start - 1, "distill")
             log.info("distill: resuming from %s", ck.path)
         s_pool = student_pool(cfg, student)
+        from steprl import stages  # the stages import this module; import late
         if not info and cfg.distill.student_warmup_steps:  # fresh start: the student learns the protocol from demos
-            from steprl.stages import warm_up  # the stages import this module; import late
-
-            warm_up(state, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps)
+            stages.warm_up(state, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps)
         if not info:
-            info = {"teacher": held_out(cfg, t_pool, teacher.model, "teacher"),
+            info = {"teacher": success_fields(stages.held_out(state, "teacher")),  # measured once per weights (the rl stage did)
                     "before": held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad)}
         t_pool.set_weights(0, {k: v.detach().clone() for k, v in teacher.model.state_dict().items()})
 

@@ -15,11 +15,10 @@ from typing import Any
 
 import torch
 
-from steprl.agents.model import count_parameters
 from steprl.agents.policy import load_policy
 from steprl.checkpoint import Checkpoint
 from steprl.errors import SteprlError
-from steprl.evaluate import evaluate_with_pool, format_table, success_fields
+from steprl.evaluate import evaluate_model, format_table, success_fields
 
 log = logging.getLogger(__name__)
 
@@ -67,9 +66,7 @@ def _timed_evaluations(state: Any, entries: list[tuple[str, Any, torch.nn.Module
     best = [float("inf")] * len(entries)
     for _ in range(cfg.eval.timing_repeats):
         for i, (name, pool, model) in enumerate(entries):
-            pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-            res, trajs = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
-                                            count_parameters(model), greedy=cfg.eval.greedy)
+            res, trajs = evaluate_model(pool, model, name, cfg)
             if first[i] is None:
                 first[i], digests[i], tokens[i] = res, [t.digest for t in trajs], sum(t.num_action_tokens for t in trajs)
             elif [t.digest for t in trajs] != digests[i]:

@@ -75,6 +75,15 @@ def evaluate_with_pool(pool: Any, name: str, seed: int, env_id: str, episodes: i
     return summarise(name, trajs, params, time.perf_counter() - t0), trajs
 
 
+def evaluate_model(pool: Any, model: Any, name: str, cfg: Any) -> tuple[EvalResult, list[Trajectory]]:
+    """Send a copy of `model`'s weights to `pool` and play the run's held-out seeds (`cfg.eval`, `cfg.env.id`)."""
+    from steprl.agents.model import count_parameters
+
+    pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    return evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
+                              count_parameters(model), greedy=cfg.eval.greedy)
+
+
 def success_fields(res: dict[str, Any]) -> dict[str, Any]:
     """The held-out numbers a stage summary carries."""
     return {"success": res["success"], "success_ci": res["success_ci"], "reward_mean": res["reward_mean"],

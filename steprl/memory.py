@@ -9,18 +9,12 @@ step, to a 4.7 GB peak. `malloc_trim` returns the free pages; measured, RSS stay
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-import logging
-
-log = logging.getLogger(__name__)
 
 
 def release_free_memory() -> bool:
     """glibc `malloc_trim(0)`; False (and nothing done) where the C library has no such call."""
-    name = ctypes.util.find_library("c")
     try:
-        libc = ctypes.CDLL(name) if name else None
-        trim = getattr(libc, "malloc_trim", None)
+        trim = getattr(ctypes.CDLL(None), "malloc_trim", None)  # the running process's symbols: no library search
     except OSError:
         return False
     if trim is None:

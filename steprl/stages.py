@@ -16,14 +16,13 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from steprl.agents.model import count_parameters
 from steprl.agents.policy import load_policy, save_policy
 from steprl.checkpoint import Checkpoint
 from steprl.config import to_dict
 from steprl.demos import demo_batches
 from steprl.errors import Interrupted, SteprlError
 from steprl.eval_stage import run_eval  # noqa: F401  (the `eval` stage, looked up by name)
-from steprl.evaluate import evaluate_with_pool, success_fields
+from steprl.evaluate import evaluate_model, success_fields
 from steprl.learners.policy_gradient import Learner
 from steprl.memory import release_free_memory
 from steprl.learners.sft import SFTTrainer
@@ -199,10 +198,7 @@ def held_out(state: Any, name: str) -> dict[str, Any]:
         log.info("held-out success after %s: %.3f (same weights as already measured)", name, cache[fp]["success"])
         return dict(cache[fp], policy=name)
     pool = state.get_pool()
-    pool.set_weights(-1, {k: v.detach().clone() for k, v in state.policy.model.state_dict().items()})
-    cfg = state.cfg
-    res, _ = evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
-                                count_parameters(state.policy.model), greedy=cfg.eval.greedy)
+    res, _ = evaluate_model(pool, state.policy.model, name, state.cfg)
     log.info("held-out success after %s: %.3f (%d episodes)", name, res.success, res.episodes)
     cache.clear()
     cache[fp] = res.to_dict()

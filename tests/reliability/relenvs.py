@@ -17,34 +17,39 @@ class WorkerCrash(BaseException):
     """Escapes the episode loop's `except Exception`: the whole worker task fails (as a crash in C code would)."""
 
 
-class FlakyCalc(CalculatorEnv):
-    """Raises WorkerCrash from step() once per marker file (the first call creates it), then behaves."""
+class OnceCalc(CalculatorEnv):
+    """Misbehaves in step() once per marker file (the first call anywhere creates it), then behaves."""
 
     def __init__(self, marker: str = "", **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.marker = Path(marker)
 
+    def misbehave(self) -> None:
+        """What the first step does (subclasses)."""
+        raise NotImplementedError
+
     def step(self, action: Any):
-        """Crash the worker the first time any instance steps, then play normally."""
+        """Misbehave the first time any instance steps, then play normally."""
         if not self.marker.exists():
-            self.marker.write_text("crashed once\n")
-            raise WorkerCrash("injected crash inside an episode")
+            self.marker.write_text(f"{type(self).__name__} misbehaved once\n")
+            self.misbehave()
         return super().step(action)
 
 
-class HangOnceCalc(CalculatorEnv):
-    """Hangs (sleeps an hour, alive but silent) in step() once per marker file, then behaves."""
+class FlakyCalc(OnceCalc):
+    """Raises WorkerCrash from its first step, then behaves."""
 
-    def __init__(self, marker: str = "", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self.marker = Path(marker)
+    def misbehave(self) -> None:
+        """Crash the worker."""
+        raise WorkerCrash("injected crash inside an episode")
 
-    def step(self, action: Any):
-        """Hang the first time any instance steps, then play normally."""
-        if not self.marker.exists():
-            self.marker.write_text("hung once\n")
-            time.sleep(3600)
-        return super().step(action)
+
+class HangOnceCalc(OnceCalc):
+    """Hangs (sleeps an hour, alive but silent) in its first step, then behaves."""
+
+    def misbehave(self) -> None:
+        """Hang the worker."""
+        time.sleep(3600)
 
 
 class BrokenCalc(CalculatorEnv):
