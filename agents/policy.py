@@ -32,15 +32,18 @@ def build_policy(model_cfg: ModelConfig, tok_cfg: TokenizerConfig, seed: int) ->
     if model_cfg.path is not None:
         model = load_model(model_cfg.path)
     else:
-        model = build_model(model_cfg, len(tok), seed, tok.pad_token_id, _or(tok.bos_token_id, 1), _or(tok.eos_token_id, 2))
+        model = build_model_for(model_cfg, tok, seed)
     if model.get_input_embeddings().num_embeddings < len(tok):
-        raise ValueError(f"model vocabulary ({model.get_input_embeddings().num_embeddings}) is smaller than the tokenizer's ({len(tok)})")
+        raise ValueError(f"model vocabulary ({model.get_input_embeddings().num_embeddings}) is smaller than "
+                         f"the tokenizer's ({len(tok)})")
     return Policy(model, tok, make_turn_format(tok))
 
 
-def _or(x, default):
-    """x unless None."""
-    return default if x is None else x
+def build_model_for(model_cfg: ModelConfig, tok: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
+    """A fresh model from `model_cfg` sized to `tok`, with its pad/bos/eos ids (bos 1, eos 2 when it has none)."""
+    bos = 1 if tok.bos_token_id is None else tok.bos_token_id
+    eos = 2 if tok.eos_token_id is None else tok.eos_token_id
+    return build_model(model_cfg, len(tok), seed, tok.pad_token_id, bos, eos)
 
 
 def save_policy(policy: Policy, path: Union[str, Path]) -> None:

@@ -6,7 +6,7 @@ so this is an upper bound on a trained policy's work) for --steps steps in a tem
 with the preset's executor (Ray, 2 workers), checkpoints every `rl.checkpoint_every` = 10 steps,
 and the held-out evaluation shrunk to --eval-episodes (it runs after the loop and is not timed).
 
-Timing (this script wraps MetricsLogger.log and stages.held_out with timestamps; no library
+Timing (this script wraps MetricsLogger.log and RunState.held_out with timestamps; no library
 change): the window runs from the end of step 0 (Ray and the actors are up, everything warm) to
 the start of the held-out evaluation, so it holds steps 1..N-1 with their generation, learner
 update, weight broadcast, rollout store writes and every checkpoint (the one after the last step
@@ -48,16 +48,16 @@ VARIANTS = {
 
 def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: list[str]) -> dict:
     """Train `steps` RL steps of the quickstart preset (stages=[rl]) under `root`; returns timings and metrics."""
-    from steprl import stages
     from steprl.config import load_config
-    from steprl.metrics import MetricsLogger, read_metrics
+    from steprl.run.metrics import MetricsLogger, read_metrics
     from steprl.pipeline import train
+    from steprl.run.state import RunState
 
     over = ["stages=[rl]", f"rl.steps={steps}", f"run.root={root}", "run.name=bench_e2e", f"rollout.executor={executor}",
             f"eval.episodes={eval_episodes}", *extra]
     cfg = load_config("quickstart", over)
     marks: dict[str, list[float]] = {"log": [], "held_out": []}
-    orig_log, orig_held_out = MetricsLogger.log, stages.held_out
+    orig_log, orig_held_out = MetricsLogger.log, RunState.held_out
 
     def log(self, step, stage, metrics):
         orig_log(self, step, stage, metrics)
@@ -68,13 +68,13 @@ def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: l
         marks["held_out"].append(time.perf_counter())
         return orig_held_out(state, name)
 
-    MetricsLogger.log, stages.held_out = log, held_out
+    MetricsLogger.log, RunState.held_out = log, held_out
     try:
         t0 = time.perf_counter()
         summary = train(cfg)
         total = time.perf_counter() - t0
     finally:
-        MetricsLogger.log, stages.held_out = orig_log, orig_held_out
+        MetricsLogger.log, RunState.held_out = orig_log, orig_held_out
     rows = [r for r in read_metrics(Path(root) / "bench_e2e" / "metrics.jsonl") if r.get("stage") == "rl"]
     end = marks["held_out"][0] if marks["held_out"] else t0 + total  # no held-out call: the whole train() call
     window = end - marks["log"][0]

@@ -13,7 +13,7 @@ steprl `max_new_tokens=32`, a random-init model almost never emits a stop string
 reference model), 1 iteration per generation, lr 1e-4, clip 0.2/0.28, grad clip 1.0, temperature 1.
 
 steprl side: `RolloutPool` (inline, one generation micro-batch of 64) + `Learner.update`
-(learner micro-batch 64) + `set_weights`, the loop of `steprl.stages.run_rl` without
+(learner micro-batch 64) + `set_weights`, the loop of `steprl.stages.rl` (`run_steps` with `RLSteps`) without
 checkpoints or rollout files. TRL side: `trainer.train()` with `save_strategy="no"`.
 Step 0 is warm-up on both sides; steps 1..N-1 are timed (per-step timestamps). Reported:
 completion tokens/s (generated tokens of the timed steps / their wall time) and the ratio.
@@ -87,7 +87,7 @@ VARIANTS = {
 
 
 def run_steprl(cfg, model_dir: str, steps: int, variant: str) -> dict:
-    """The loop of `steprl.stages.run_rl` (no checkpoints or rollout files) under one VARIANTS entry.
+    """The loop of `steprl.stages.rl` (`run_steps` with `RLSteps`) (no checkpoints or rollout files) under one VARIANTS entry.
 
     Staleness 1: step N+1 is submitted to the pool (version N) before the learner trains on step N,
     so generation and learning overlap; staleness 0: play, then update, strictly in turn.

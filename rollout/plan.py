@@ -61,6 +61,19 @@ def plan_eval(seed: int, env_id: str, episodes: int, stream_step: int = -1) -> l
     ]
 
 
+def plan_distill(cfg: Any, step: int) -> list[EpisodeSpec]:
+    """Episodes of distillation step `step`: groups x group_size specs from the 'distill' stream (pure).
+
+    Env seeds lie in the training half [0, 2**31), so they never equal an evaluation seed.
+    """
+    if step < 0:
+        raise ValueError(f"step must be >= 0, got {step}")
+    seed, size = cfg.run.seed, cfg.rollout.group_size
+    return [EpisodeSpec(step, g * size + m, g, m, cfg.env.id, derive(seed, "distill", 0, step, g) % HALF,
+                        derive(seed, "distill", 1, step, g * size + m))
+            for g in range(cfg.rollout.groups) for m in range(size)]
+
+
 def micro_batches(specs: Sequence[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
     """Split specs (sorted by index) into fixed micro-batches [k*size, (k+1)*size) by episode index."""
     if size <= 0:

@@ -15,83 +15,35 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from steprl.agents.model import count_parameters
-from steprl.agents.policy import Policy, build_policy, load_policy, save_policy
-from steprl.checkpoint import Checkpoint, latest_good, prune, save_checkpoint
+from steprl.agents.policy import build_policy, load_policy
 from steprl.config import Config
-from steprl.demos import DemoMemo
-from steprl.metrics import MetricsLogger
-from steprl.rollout.workers import RolloutPool, WorkerSpec
-from steprl.run_dir import create_run_dir, read_summary, write_summary
-from steprl import stages
+from steprl.run.checkpoint import Checkpoint, latest_good
+from steprl.run.metrics import MetricsLogger
+from steprl.run.run_dir import create_run_dir, read_summary, write_summary
+from steprl.run.state import RunState
+from steprl.run.torch_setup import setup_torch
+from steprl.stages import STAGES
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class RunState:
-    """Everything the stages share."""
-
-    cfg: Config
-    dir: Path
-    policy: Policy
-    metrics: MetricsLogger
-    summary: dict[str, Any]
-    pool: RolloutPool | None = None
-    stop_requested: bool = False
-    demo_memo: DemoMemo = field(default_factory=DemoMemo)
-    """Warm-up demonstration batches built in this run (the student's warm-up reuses the teacher's)."""
-    t_start: float = field(default_factory=time.perf_counter)
-
-    @property
-    def ckpt_dir(self) -> Path:
-        """checkpoints/ of this run."""
-        return self.dir / "checkpoints"
-
-    def get_pool(self) -> RolloutPool:
-        """The rollout pool, built on first use (Ray starts here)."""
-        if self.pool is None:
-            spec = WorkerSpec(self.policy.model.config, self.policy.tokenizer, dict(self.cfg.env.kwargs),
-                              self.cfg.rollout.sampling, self.cfg.rollout.worker_threads, self.cfg.rollout.fast_forward)
-            self.pool = RolloutPool(spec, self.cfg.rollout, self.cfg.ray.address, self.cfg.ray.num_cpus)
-        return self.pool
-
-    def checkpoint(self, step: int, stage: str, learner_state: Any, extra: dict[str, Any] | None = None) -> Path:
-        """Atomic checkpoint of the policy + learner state, then prune and redraw plots."""
-        path = save_checkpoint(self.ckpt_dir, step, lambda d: save_policy(self.policy, d), learner_state,
-                               {"stage": stage, **(extra or {})})
-        prune(self.ckpt_dir, self.cfg.rl.keep_last, self.cfg.rl.keep_every, protect=(0,))
-        self.metrics.plot()
-        self.summary["final_checkpoint"] = str(path)
-        write_summary(self.dir, self.summary)
-        return path
-
-
-def setup_torch(cfg: Config) -> None:
-    """Fixed thread count and deterministic algorithms (NUMERICS A5)."""
-    torch.set_num_threads(cfg.run.threads)
-    torch.use_deterministic_algorithms(True)
-
-
 def train(cfg: Config) -> dict[str, Any]:
     """Create the run directory and run every stage; returns summary.json's content."""
-    setup_torch(cfg)
+    setup_torch(cfg.run.threads)
     run_dir = create_run_dir(cfg)
     policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
-    state = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir))
-    state.summary["params"] = count_parameters(policy.model)
-    return _run_stages(state, checkpoint=None)
+    run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir))
+    run.summary["params"] = count_parameters(policy.model)
+    return _run_stages(run)
 
 
 def resume(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """Continue a run from its newest complete checkpoint (or from scratch if it has none)."""
-    setup_torch(cfg)
+    setup_torch(cfg.run.threads)
     ck = latest_good(run_dir / "checkpoints")
     if ck is None:
         log.warning("%s has no complete checkpoint: starting its stages from the beginning", run_dir)
@@ -99,51 +51,52 @@ def resume(run_dir: Path, cfg: Config) -> dict[str, Any]:
     else:
         policy = load_policy(ck.model_dir)
         log.info("resuming %s from %s", run_dir.name, ck.path.name)
-    state = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir))
-    return _run_stages(state, checkpoint=ck)
+    run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir), resume_from=ck)
+    return _run_stages(run)
 
 
-def completed_stages(state: RunState, checkpoint: Checkpoint | None) -> set[str]:
+def completed_stages(cfg: Config, summary: dict[str, Any], checkpoint: Checkpoint | None) -> set[str]:
     """Stages that need not run again: those recorded complete, up to the first one the checkpoint reopens."""
-    order = state.cfg.stages
-    done = set(state.summary.get("completed", []))
-    if checkpoint is not None and checkpoint.state.get("stage") == "warmup":
+    order = cfg.stages
+    done = set(summary.get("completed", []))
+    stage = None if checkpoint is None else checkpoint.state.get("stage")
+    if stage == "warmup":
         done.add("warmup")
-    if "rl" in order and (checkpoint is None or checkpoint.state.get("stage") in ("warmup", "rl")):
-        rl_done = checkpoint is not None and checkpoint.state.get("stage") == "rl" and checkpoint.step >= state.cfg.rl.steps
+    if "rl" in order and (checkpoint is None or stage in ("warmup", "rl")):
+        rl_done = stage == "rl" and checkpoint.step >= cfg.rl.steps
         if not rl_done:  # rl (re)opens: it and every later stage run again
             done -= set(order[order.index("rl"):])
     return done
 
 
-def _run_stages(state: RunState, checkpoint: Checkpoint | None) -> dict[str, Any]:
+def _run_stages(run: RunState) -> dict[str, Any]:
     """Run the stages not yet complete, with Ctrl-C turned into a clean stop."""
-    done = completed_stages(state, checkpoint)
+    done = completed_stages(run.cfg, run.summary, run.resume_from)
     previous = signal.getsignal(signal.SIGINT)
 
     def on_sigint(signum: int, frame: Any) -> None:
-        if state.stop_requested:
+        if run.stop_requested:
             raise KeyboardInterrupt
-        state.stop_requested = True
+        run.stop_requested = True
         log.warning("Ctrl-C: finishing the current step, then checkpointing (Ctrl-C again to abandon it)")
 
     signal.signal(signal.SIGINT, on_sigint)
     try:
-        for name in state.cfg.stages:
+        for name in run.cfg.stages:
             if name in done:
                 continue
             t0 = time.perf_counter()
-            result = getattr(stages, f"run_{name}")(state, checkpoint)
+            result = STAGES[name](run)
             result["wall_s"] = round(time.perf_counter() - t0, 2)
-            state.summary.setdefault("stages", {})[name] = result
-            state.summary["completed"] = sorted(done | {name}, key=state.cfg.stages.index)
+            run.summary.setdefault("stages", {})[name] = result
+            run.summary["completed"] = sorted(done | {name}, key=run.cfg.stages.index)
             done.add(name)
-            write_summary(state.dir, state.summary)
-        state.summary["wall_s"] = round(time.perf_counter() - state.t_start, 2)
-        write_summary(state.dir, state.summary)
-        return state.summary
+            write_summary(run.dir, run.summary)
+        run.summary["wall_s"] = round(time.perf_counter() - run.t_start, 2)
+        write_summary(run.dir, run.summary)
+        return run.summary
     finally:
         signal.signal(signal.SIGINT, previous)
-        state.metrics.close()
-        if state.pool is not None:
-            state.pool.close()
+        run.metrics.close()
+        if run.pool is not None:
+            run.pool.close()

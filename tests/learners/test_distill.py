@@ -14,7 +14,7 @@ from steprl.learners.config import DistillLearnerConfig, LearnerConfig
 from steprl.learners.distill import (Distiller, check_same_tokenizer, forward_kl_full, reverse_kl_full, reverse_kl_on,
                                      sampled_advantages, token_advantages, use_full_vocab)
 from steprl.learners.policy_gradient import Learner
-from steprl.state_io import flatten_state, unflatten_state
+from steprl.run.state_io import flatten_state, unflatten_state
 
 VOCAB = 16
 

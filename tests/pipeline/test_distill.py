@@ -11,8 +11,10 @@ import torch
 from steprl.agents.tokenizer import build_char_tokenizer
 from steprl.cli import main
 from steprl.config import load_config
-from steprl.distill import distill_from_config, picks_on_policy, plan_distill
-from steprl.metrics import read_metrics
+from steprl.rollout.plan import plan_distill
+from steprl.stages.distill import picks_on_policy
+from steprl.stages.distill import run_standalone as distill_from_config
+from steprl.run.metrics import read_metrics
 from steprl.rollout.plan import HALF, plan_eval, plan_step
 
 STUDENT = ["distill.student.layers=1", "distill.student.hidden=16", "distill.student.heads=2", "distill.student.kv_heads=2",

@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pytest
 
-from steprl.checkpoint import latest_good, verify
+from steprl.run.checkpoint import latest_good, verify
 from steprl.errors import SteprlError
 from steprl.pipeline import resume, train
-from steprl.run_dir import open_run_dir
+from steprl.run.run_dir import open_run_dir
 
 from digests import tree_digest
 

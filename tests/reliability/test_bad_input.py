@@ -117,7 +117,7 @@ class Canary:
 def checkpoint(tmp_path_factory):
     """A real verified checkpoint of a smoke-sized random policy (checkpoints/step_000000)."""
     from steprl.agents.policy import build_policy, save_policy
-    from steprl.checkpoint import save_checkpoint, verify
+    from steprl.run.checkpoint import save_checkpoint, verify
     from steprl.config import load_config
 
     cfg = load_config("smoke")

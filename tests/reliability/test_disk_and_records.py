@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
-import steprl.checkpoint
-import steprl.metrics
+import steprl.run.checkpoint
+import steprl.run.metrics
 import steprl.rollout.store
 from steprl.errors import SteprlError
 from steprl.pipeline import resume, train
 from steprl.rollout.store import RecordWriteError
-from steprl.run_dir import open_run_dir
+from steprl.run.run_dir import open_run_dir
 
 from digests import tree_digest
 from relhelp import snapshot_tree
@@ -90,14 +90,14 @@ def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(sm
         seen.setdefault("prev", snapshot_tree(prev))
 
     if target == "metrics":
-        monkeypatch.setattr(steprl.metrics, "open", _full_disk_open(lambda p, m: p.endswith("metrics.jsonl") and prev.is_dir()
+        monkeypatch.setattr(steprl.run.metrics, "open", _full_disk_open(lambda p, m: p.endswith("metrics.jsonl") and prev.is_dir()
                                                                      and (run_dir / "rollouts" / "step_000003.jsonl.gz").exists(), before), raising=False)
-        err_type, needle = steprl.metrics.MetricsError, "metrics.jsonl"
+        err_type, needle = steprl.run.metrics.MetricsError, "metrics.jsonl"
     elif target == "rollouts":
         monkeypatch.setattr(steprl.rollout.store, "open", _full_disk_open(lambda p, m: "step_000003" in p, before), raising=False)
         err_type, needle = RecordWriteError, "step_000003.jsonl.gz"
     else:
-        real = steprl.checkpoint.save_state
+        real = steprl.run.checkpoint.save_state
 
         def failing_save_state(state, directory, stem):
             if "step_000004" in str(directory):
@@ -105,8 +105,8 @@ def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(sm
                 raise _enospc()
             return real(state, directory, stem)
 
-        monkeypatch.setattr(steprl.checkpoint, "save_state", failing_save_state)
-        err_type, needle = steprl.checkpoint.CheckpointError, "checkpoint step_000004"
+        monkeypatch.setattr(steprl.run.checkpoint, "save_state", failing_save_state)
+        err_type, needle = steprl.run.checkpoint.CheckpointError, "checkpoint step_000004"
     with pytest.raises(err_type) as e:
         train(cfg)
     msg = str(e.value)

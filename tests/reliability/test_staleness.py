@@ -23,7 +23,7 @@ from steprl.learners.policy_gradient import Learner
 from steprl.pipeline import resume, train
 from steprl.rollout.plan import rollout_version
 from steprl.rollout.store import read_step
-from steprl.run_dir import open_run_dir
+from steprl.run.run_dir import open_run_dir
 
 from digests import tree_digest
 

@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check overrides, then resume."""
-    from steprl.run_dir import open_run_dir
+    from steprl.run.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
     for item in args.overrides:
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if args.overrides:
         cfg = _apply(cfg, args.overrides, run_dir)
     from steprl.pipeline import resume
-    from steprl.cmd_train import print_summary
+    from steprl.cli.train import print_summary
 
     print_summary(resume(run_dir, cfg), run_dir)
     return 0

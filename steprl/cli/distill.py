@@ -30,9 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, distil, print the held-out comparison."""
     cfg = load_config(args.config, args.overrides)
-    from steprl.distill import distill_from_config  # heavy imports only when distilling
+    from steprl.stages.distill import run_standalone  # heavy imports only when distilling
 
-    r = distill_from_config(cfg)
+    r = run_standalone(cfg)
     ret = "n/a" if r.get("retention") is None else f"{r['retention']:.2f}"
     emit(f"Distilled {r['teacher']} ({r['teacher_params']:,} params) into a {r['student_params']:,}-parameter student "
           f"in {r['steps']} {r['method']} steps.")

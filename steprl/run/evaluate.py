@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
 from steprl.rollout.plan import plan_eval
-from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 
 @dataclass(frozen=True)
@@ -65,23 +65,48 @@ def summarise(name: str, trajs: Sequence[Trajectory], params: int, wall_s: float
     )
 
 
-def evaluate_with_pool(pool: Any, name: str, seed: int, env_id: str, episodes: int, micro_batch: int,
-                       params: int, greedy: bool = True) -> tuple[EvalResult, list[Trajectory]]:
-    """Play `episodes` held-out seeds on a pool that already holds the policy's weights."""
-    specs = plan_eval(seed, env_id, episodes)
-    mb = math.gcd(episodes, micro_batch) if episodes % micro_batch else micro_batch
-    t0 = time.perf_counter()
-    trajs = pool.play(specs, micro_batch=mb, greedy=greedy)
-    return summarise(name, trajs, params, time.perf_counter() - t0), trajs
+@dataclass(frozen=True)
+class HeldOut:
+    """Which held-out episodes a policy plays: the same 'eval'-stream seeds for every policy of a run."""
+
+    seed: int
+    env_id: str
+    episodes: int
+    micro_batch: int
+    greedy: bool = True
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> "HeldOut":
+        """The run's held-out episodes (`run.seed`, `env.id`, `eval.*`)."""
+        return cls(cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch, cfg.eval.greedy)
+
+    def specs(self) -> list[EpisodeSpec]:
+        """The episodes, seeds in [2**31, 2**32): never a training seed."""
+        return plan_eval(self.seed, self.env_id, self.episodes)
+
+    def micro_batch_size(self) -> int:
+        """Episodes generated together: `micro_batch` when it divides the episodes, else their gcd.
+
+        A batch's composition can change float results, so every held-out play of a run splits
+        the episodes the same way.
+        """
+        return math.gcd(self.episodes, self.micro_batch)
 
 
-def evaluate_model(pool: Any, model: Any, name: str, cfg: Any) -> tuple[EvalResult, list[Trajectory]]:
-    """Send a copy of `model`'s weights to `pool` and play the run's held-out seeds (`cfg.eval`, `cfg.env.id`)."""
+def evaluate(pool: Any, model: Any, name: str, held_out: HeldOut,
+             greedy: bool | None = None) -> tuple[EvalResult, list[Trajectory]]:
+    """Send a copy of `model`'s weights to `pool`, play the held-out episodes, summarise.
+
+    The one held-out evaluation: stage summaries, the eval stage's table, distillation's before/after
+    and `steprl eval` all come through here. `greedy` overrides `held_out.greedy`.
+    """
     from steprl.agents.model import count_parameters
 
     pool.set_weights(-1, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    return evaluate_with_pool(pool, name, cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch,
-                              count_parameters(model), greedy=cfg.eval.greedy)
+    t0 = time.perf_counter()
+    greedy = held_out.greedy if greedy is None else greedy
+    trajs = pool.play(held_out.specs(), micro_batch=held_out.micro_batch_size(), greedy=greedy)
+    return summarise(name, trajs, count_parameters(model), time.perf_counter() - t0), trajs
 
 
 def success_fields(res: dict[str, Any]) -> dict[str, Any]:

@@ -38,7 +38,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_config_for(policy: Path) -> Any:
     """The saved config of the run a policy belongs to, or None."""
-    from steprl.run_dir import open_run_dir
+    from steprl.run.run_dir import open_run_dir
 
     for d in (policy, policy.parent.parent, policy.parent.parent.parent):
         if (d / "config.yaml").is_file() and (d / "checkpoints").is_dir():
@@ -48,16 +48,13 @@ def run_config_for(policy: Path) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate each policy, print the table, optionally write JSON and a plot."""
-    import torch
-
-    from steprl.agents.model import count_parameters
     from steprl.agents.policy import load_policy
-    from steprl.checkpoint import resolve_policy_dir
     from steprl.envs.registry import known_env_ids
-    from steprl.evaluate import format_table, summarise
-    from steprl.rollout.config import SamplingConfig
-    from steprl.rollout.plan import plan_eval
-    from steprl.rollout.workers import RolloutWorker, WorkerSpec
+    from steprl.rollout.config import RolloutConfig, SamplingConfig
+    from steprl.rollout.workers import RolloutPool, WorkerSpec
+    from steprl.run.checkpoint import resolve_policy_dir
+    from steprl.run.evaluate import HeldOut, evaluate, format_table
+    from steprl.run.torch_setup import setup_torch
 
     if args.episodes <= 0:
         raise SteprlError(f"--episodes must be a positive integer, got {args.episodes}")
@@ -68,26 +65,20 @@ def run(args: argparse.Namespace) -> int:
         raise SteprlError("--env is required when no POLICY is inside a run directory")
     if env_id not in known_env_ids():
         raise SteprlError(f"--env {env_id!r} is not a registered env (see `steprl envs`)")
-    try:
-        env_kwargs = json.loads(args.env_kwargs) if args.env_kwargs else (dict(base.env.kwargs) if base and base.env.id == env_id else {})
-    except json.JSONDecodeError as e:
-        raise SteprlError(f"--env-kwargs is not valid JSON: {e}") from None
+    env_kwargs = _env_kwargs(args, base, env_id)
     seed = args.seed if args.seed is not None else (base.run.seed if base else 0)
     sampling = base.rollout.sampling if base else SamplingConfig()
-    torch.set_num_threads(args.threads)
-    torch.use_deterministic_algorithms(True)
-    specs = plan_eval(seed, env_id, args.episodes)
+    setup_torch(args.threads)
+    held_out = HeldOut(seed, env_id, args.episodes, args.micro_batch, args.greedy)
     results = []
     for name, d in zip(args.policies, dirs):
-        import time
-
         policy = load_policy(d)
-        worker = RolloutWorker(WorkerSpec(policy.model.config, policy.tokenizer, env_kwargs, sampling, args.threads))
-        worker.set_weights(0, policy.model.state_dict())
-        mb = args.micro_batch if args.episodes % args.micro_batch == 0 else args.episodes
-        t0 = time.perf_counter()
-        trajs = [t for k in range(0, len(specs), mb) for t in worker.play(specs[k:k + mb], 0, greedy=args.greedy)]
-        results.append(summarise(name, trajs, count_parameters(policy.model), time.perf_counter() - t0))
+        pool = RolloutPool(WorkerSpec(policy.model.config, policy.tokenizer, env_kwargs, sampling, args.threads),
+                           RolloutConfig(executor="inline", workers=1))
+        try:
+            results.append(evaluate(pool, policy.model, name, held_out)[0])
+        finally:
+            pool.close()
     emit(f"env {env_id}  episodes {args.episodes}  seed {seed}  {'greedy' if args.greedy else 'sampled'}")
     emit(format_table(results))
     payload = {"policies": [r.to_dict() for r in results], "env": env_id, "episodes": args.episodes, "seed": seed}
@@ -96,6 +87,16 @@ def run(args: argparse.Namespace) -> int:
     if args.plot_path:
         plot_results(results, Path(args.plot_path))
     return 0
+
+
+def _env_kwargs(args: argparse.Namespace, base: Any, env_id: str) -> dict[str, Any]:
+    """--env-kwargs, else the run's env kwargs when the env is the run's, else none."""
+    try:
+        if args.env_kwargs:
+            return json.loads(args.env_kwargs)
+    except json.JSONDecodeError as e:
+        raise SteprlError(f"--env-kwargs is not valid JSON: {e}") from None
+    return dict(base.env.kwargs) if base and base.env.id == env_id else {}
 
 
 def plot_results(results: list, path: Path) -> None:

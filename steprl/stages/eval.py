@@ -16,32 +16,27 @@ from typing import Any
 import torch
 
 from steprl.agents.policy import load_policy
-from steprl.checkpoint import Checkpoint
 from steprl.errors import SteprlError
-from steprl.evaluate import evaluate_model, format_table, success_fields
+from steprl.rollout.workers import RolloutPool
+from steprl.run.evaluate import EvalResult, HeldOut, evaluate, format_table, success_fields
+from steprl.run.pools import make_pool
+from steprl.run.state import RunState
 
 log = logging.getLogger(__name__)
 
 
-def run_eval(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
-    """Held-out evaluation of the final policy; after a distill stage, the teacher and the student side by side.
-
-    Both play the same eval seeds on the same pool layout and threads, interleaved `eval.timing_repeats`
-    times: the numbers come from the first play (every repeat must give the same trajectories), the
-    generated tokens/s from the fastest, so the speed ratio is not at the mercy of one noisy 0.3 s play.
-    """
-    cfg = state.cfg
-    entries = [("teacher (rl policy)", state.get_pool(), state.policy.model)]
-    distilled = state.summary.get("stages", {}).get("distill", {})
+def run(run: RunState) -> dict[str, Any]:
+    """Held-out evaluation of the final policy; after a distill stage, the teacher and the student side by side."""
+    cfg = run.cfg
+    entries = [("teacher (rl policy)", run.get_pool(), run.policy.model)]
+    distilled = run.summary.get("stages", {}).get("distill", {})
     s_pool = None
     try:
         if "distill" in cfg.stages and distilled.get("final_checkpoint"):
-            from steprl.distill import student_pool
-
             student = load_policy(Path(distilled["final_checkpoint"]) / "model")
-            s_pool = student_pool(cfg, student)
+            s_pool = make_pool(cfg, student, reserve_cpus=False)
             entries.append(("student (distilled)", s_pool, student.model))
-        rows = _timed_evaluations(state, entries)
+        rows = timed_evaluations(HeldOut.from_config(cfg), entries, cfg.eval.timing_repeats)
     finally:
         if s_pool is not None:
             s_pool.close()
@@ -57,16 +52,20 @@ def run_eval(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
     return result
 
 
-def _timed_evaluations(state: Any, entries: list[tuple[str, Any, torch.nn.Module]]) -> list[Any]:
-    """EvalResults of each (name, pool, model), played `eval.timing_repeats` times interleaved; fastest wall kept."""
-    cfg = state.cfg
+def timed_evaluations(held_out: HeldOut, entries: list[tuple[str, RolloutPool, torch.nn.Module]],
+                      repeats: int) -> list[EvalResult]:
+    """EvalResults of each (name, pool, model), played `repeats` times interleaved; the fastest wall kept.
+
+    The numbers come from the first play (every repeat must give the same trajectories), the generated
+    tokens/s from the fastest, so a speed ratio is not at the mercy of one noisy sub-second play.
+    """
     first: list[Any] = [None] * len(entries)
     digests: list[list[str]] = [[] for _ in entries]
     tokens = [0] * len(entries)
     best = [float("inf")] * len(entries)
-    for _ in range(cfg.eval.timing_repeats):
+    for _ in range(repeats):
         for i, (name, pool, model) in enumerate(entries):
-            res, trajs = evaluate_model(pool, model, name, cfg)
+            res, trajs = evaluate(pool, model, name, held_out)
             if first[i] is None:
                 first[i], digests[i], tokens[i] = res, [t.digest for t in trajs], sum(t.num_action_tokens for t in trajs)
             elif [t.digest for t in trajs] != digests[i]:

@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
         emit(dry_run_text(cfg))
         return 0
     from steprl.pipeline import train  # heavy imports only when training
-    from steprl.run_dir import run_path
+    from steprl.run.run_dir import run_path
 
     print_summary(train(cfg), run_path(cfg))
     return 0

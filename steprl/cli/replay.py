@@ -12,7 +12,6 @@ from steprl.console import emit
 import argparse
 import sys
 from pathlib import Path
-from types import SimpleNamespace
 
 from steprl.errors import SteprlError
 
@@ -32,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
     """Rebuild the weights, replay, compare, report."""
     from steprl.rollout.plan import plan_step
     from steprl.rollout.replay import compare, replay, transcript
-    from steprl.run_dir import open_run_dir
+    from steprl.run.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
     recorded = read_record(run_dir, args.step)
@@ -42,10 +41,10 @@ def run(args: argparse.Namespace) -> int:
             raise SteprlError(f"episode {args.episode} is not in step {args.step}")
     version = recorded[0].policy_version
     policy, _ = rebuild_policy(run_dir, cfg, version)
-    from steprl.rollout.workers import RolloutWorker, WorkerSpec
+    from steprl.rollout.workers import RolloutWorker
+    from steprl.run.pools import worker_spec
 
-    worker = RolloutWorker(WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, cfg.rollout.worker_threads,
-                                      cfg.rollout.fast_forward))
+    worker = RolloutWorker(worker_spec(cfg, policy))
     worker.set_weights(version, policy.model.state_dict())
     specs = plan_step(cfg, args.step)
     try:
@@ -71,11 +70,11 @@ def run(args: argparse.Namespace) -> int:
 def rebuild_policy(run_dir: Path, cfg, version: int):
     """The policy at `version`: the newest verified checkpoint <= version, plus the recorded updates after it."""
     from steprl.agents.policy import load_policy
-    from steprl.checkpoint import CheckpointError, list_checkpoints, verify
-    from steprl.pipeline import setup_torch
-    from steprl.stages import make_learner
+    from steprl.run.checkpoint import CheckpointError, list_checkpoints, verify
+    from steprl.run.torch_setup import setup_torch
+    from steprl.run.trainers import rl_learner
 
-    setup_torch(cfg)
+    setup_torch(cfg.run.threads)
     ck = None
     for step, path in reversed(list_checkpoints(run_dir / "checkpoints")):
         if step <= version:
@@ -89,8 +88,7 @@ def rebuild_policy(run_dir: Path, cfg, version: int):
     policy = load_policy(ck.model_dir)
     if ck.step == version:
         return policy, ck
-    state = SimpleNamespace(cfg=cfg, policy=policy, ckpt_dir=run_dir / "checkpoints")
-    learner = make_learner(state)
+    learner = rl_learner(cfg, policy, run_dir / "checkpoints")
     if ck.state.get("stage") == "rl":
         learner.load_state_dict(ck.learner_state())
     for s in range(ck.step, version):

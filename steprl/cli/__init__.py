@@ -32,13 +32,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The top-level parser with one subcommand per module `steprl.cmd_<name>`."""
+    """The top-level parser with one subcommand per module `steprl.cli.<name>`."""
     parser = _Parser(prog="steprl", description="RL for tool-using LM agents; every sample can be drawn again.")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
-        importlib.import_module(f"steprl.cmd_{name}").register(sub)
+        importlib.import_module(f"steprl.cli.{name}").register(sub)
     return parser
 
 
@@ -84,6 +84,3 @@ def main(argv: list[str] | None = None) -> int:
         print(f"steprl {args.command}: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

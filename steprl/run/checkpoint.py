@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from steprl.errors import SteprlError
-from steprl.state_io import load_state, save_state
+from steprl.run.state_io import load_state, save_state
 
 log = logging.getLogger(__name__)
 STEP_DIR = re.compile(r"^step_(\d{6,})$")

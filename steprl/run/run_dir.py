@@ -55,7 +55,7 @@ def open_run_dir(path: str | Path) -> tuple[Path, Config]:
 
 
 def environment_record(cfg: Config) -> dict[str, Any]:
-    """Versions, thread count and CPU flags: what results may depend on (NUMERICS A5)."""
+    """Versions, thread count and CPU flags: what results may depend on (docs/architecture.md#determinism)."""
     import numpy
     import torch
     import transformers
@@ -83,5 +83,7 @@ def read_summary(path: Path) -> dict[str, Any]:
     """summary.json, or an empty skeleton."""
     p = path / "summary.json"
     if p.is_file():
-        return json.loads(p.read_text())
+        summary = json.loads(p.read_text())
+        summary.pop("_held_out_cache", None)  # written by older versions; the cache now lives in the run's memory
+        return summary
     return {"stages": {}, "final_checkpoint": None}

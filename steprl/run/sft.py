@@ -1,0 +1,88 @@
+"""Supervised warm-up of a policy on its env's expert demonstrations, cached by everything it depends on.
+
+The run's policy warms up in the `warmup` stage; the distillation student warms up on exactly the
+same demonstrations (another model section, maybe another step count). Both come through `warm_up`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from steprl.agents.policy import Policy, load_policy, save_policy
+from steprl.config import to_dict
+from steprl.learners.sft import SFTTrainer
+from steprl.run.demos import demo_batches
+from steprl.run.memory import release_free_memory
+from steprl.run.state import RunState
+
+log = logging.getLogger(__name__)
+
+LOG_EVERY = 50
+"""Warm-up steps between metrics rows (and heap trims)."""
+
+
+def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None, steps: int | None = None) -> str:
+    """Hash of everything a warm-up result depends on (model, tokenizer, env, warmup, seed, threads)."""
+    c = to_dict(run.cfg)
+    # run.threads too: float reductions, hence the exact weights, depend on the thread count
+    key = {k: c[k] for k in ("model", "tokenizer", "env", "warmup")} | {"seed": c["run"]["seed"],
+                                                                       "threads": c["run"]["threads"], "v": 1}
+    if model_section is not None:  # another model on the same demonstrations (the distillation student)
+        key["model"] = model_section
+    if steps is not None:
+        key["warmup"]["steps"] = steps
+    key["warmup"].pop("cache", None)
+    return hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
+
+
+def _demonstrations(run: RunState, policy: Policy) -> Any:
+    """step -> that step's demonstration batch, memoised in the run (a second warm-up reuses them)."""
+    cfg = run.cfg
+    key = (cfg.env.id, json.dumps(to_dict(cfg)["env"], sort_keys=True), cfg.run.seed, cfg.warmup.batch_size,
+           cfg.warmup.imperfect_rate, getattr(policy.tokenizer, "name_or_path", ""), len(policy.tokenizer))
+    build = demo_batches(cfg.env.id, dict(cfg.env.kwargs), policy.turn_format, cfg.run.seed, cfg.warmup.batch_size,
+                         cfg.warmup.imperfect_rate)
+    return run.demo_memo.wrap(key, build)
+
+
+def warm_up(run: RunState, policy: Policy, stage: str, model_section: dict[str, Any] | None = None,
+            steps: int | None = None) -> tuple[list[float], str | None]:
+    """SFT of `policy` on the env's expert demonstrations (warmup.* settings, `steps` if given), or reuse a
+    cached identical one. Returns (losses, cache directory it came from or None); metrics under `stage`."""
+    cfg = run.cfg
+    wcfg = cfg.warmup if steps is None else replace(cfg.warmup, steps=steps)
+    cache = Path(cfg.run.root) / ".warmup_cache" / warmup_cache_key(run, model_section, steps)
+    if cfg.warmup.cache and (cache / "model" / "config.json").is_file():
+        log.info("%s: reusing cached result %s", stage, cache)
+        policy.model.load_state_dict(load_policy(cache / "model").model.state_dict())
+        policy.model.eval()
+        return [], str(cache)
+    trainer = SFTTrainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
+    bar = tqdm(total=wcfg.steps, desc=stage, unit="step", dynamic_ncols=True)
+
+    def on_step(step: int, loss: float) -> None:
+        bar.update(1)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{loss:.3f}")
+        if step % LOG_EVERY == 0 or step == wcfg.steps - 1:
+            run.metrics.log(step, stage, {"loss": loss})
+            release_free_memory()
+        if run.stop_requested:
+            raise KeyboardInterrupt
+
+    losses = trainer.run(_demonstrations(run, policy), on_step=on_step)
+    bar.close()
+    if cfg.warmup.cache:
+        tmp = cache.with_name(cache.name + ".tmp")
+        save_policy(policy, tmp / "model")
+        if not cache.exists():
+            tmp.rename(cache)
+    policy.model.eval()
+    return losses, None

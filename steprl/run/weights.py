@@ -1,0 +1,27 @@
+"""Identity and copies of a model's weights."""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """blake2b over every tensor's name, shape, dtype and bytes: names one exact set of weights.
+
+    Used to measure a policy's held-out numbers once per exact weights, and stored in distillation
+    checkpoints so a distillation resumes only with the teacher it started with. The personalisation
+    string stays `steprl-teacher` so fingerprints in existing checkpoints keep their meaning.
+    """
+    h = hashlib.blake2b(digest_size=16, person=b"steprl-teacher")
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def weights_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """Detached copies of `model`'s state dict (what a rollout pool is sent: later updates cannot reach it)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}

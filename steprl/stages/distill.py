@@ -1,0 +1,305 @@
+"""The `distill` stage: compress the trained teacher into a smaller student with the same tokenizer.
+
+Run it as a stage of `steprl train` (stages: [warmup, rl, distill, eval]; the teacher is the
+policy after RL) or on its own with `steprl distill CONFIG distill.teacher=RUN_OR_CHECKPOINT`.
+The student lives in its own run directory, `runs/<name>/distill/`, with the usual layout
+(config.yaml, checkpoints/, rollouts/, metrics.jsonl, plots/, summary.json) and resumes from
+its newest complete checkpoint.
+
+Each step plays the episodes of `rollout.plan.plan_distill(cfg, step)` (a pure function of config, seed and
+step, on the 'distill' stream: training-half env seeds, disjoint from eval seeds), then:
+  on-policy   the student plays them; exact reverse KL(q || p_T) on the student's tokens
+  off-policy  the teacher plays them; forward KL(p_T || q) on the teacher's tokens
+  mixed       on-policy when derive(seed, 'mix', step) / 2**64 < mix_fraction
+Above `distill.full_vocab_max` tokens, on-policy steps use the sampled advantage
+-(log q - log p_T) through the RL learner and off-policy steps cross-entropy on teacher samples.
+Before and after, the student plays the run's held-out eval seeds: greedy success (paired with
+the teacher's on the same seeds) and the reverse KL student->teacher on sampled episodes.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from steprl.agents.model import count_parameters, load_model
+from steprl.agents.policy import Policy, build_model_for, load_policy, save_policy
+from steprl.agents.chat import make_turn_format
+from steprl.agents.tokenizer import load_tokenizer
+from steprl.config import Config, to_dict, to_yaml
+from steprl.errors import SteprlError
+from steprl.learners.config import DistillLearnerConfig
+from steprl.learners.distill import Distiller, check_same_tokenizer, reverse_kl_on, token_advantages, use_full_vocab, vocab_size_of
+from steprl.learners.policy_gradient import Learner
+from steprl.rollout.plan import plan_distill
+from steprl.rollout.seeding import derive
+from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.workers import RolloutPool
+from steprl.run.checkpoint import Checkpoint, latest_good, prune, resolve_policy_dir, save_checkpoint
+from steprl.run.evaluate import HeldOut, evaluate, success_fields
+from steprl.run.loop import Loop, run_steps
+from steprl.run.metrics import MetricsLogger
+from steprl.run.pools import make_pool
+from steprl.run.run_dir import run_path, write_summary
+from steprl.run.sft import warm_up
+from steprl.run.state import RunState
+from steprl.run.torch_setup import setup_torch
+from steprl.run.weights import weights_copy, weights_fingerprint
+
+log = logging.getLogger(__name__)
+
+
+def picks_on_policy(cfg: Config, step: int) -> bool:
+    """Whether step `step` samples from the student: by method, or derive(seed, 'mix', step) for `mixed`."""
+    method = cfg.distill.method
+    if method == "mixed":
+        return derive(cfg.run.seed, "mix", step) / 2**64 < cfg.distill.mix_fraction
+    return method == "on_policy"
+
+
+def learner_config(cfg: Config) -> DistillLearnerConfig:
+    """The Distiller's settings: lr, KL weight and temperature from `distill`, guards from `learner`."""
+    lc = cfg.learner
+    return DistillLearnerConfig(
+        lr=cfg.distill.lr, kl_coef=cfg.distill.kl_coef, temperature=cfg.distill.temperature, weight_decay=lc.weight_decay,
+        betas=tuple(lc.betas), micro_batch=lc.micro_batch, grad_clip=lc.grad_clip, spike_window=lc.spike_window,
+        spike_factor=lc.spike_factor, spike_min_history=lc.spike_min_history, spike_floor=lc.spike_floor,
+        max_consecutive_skips=lc.max_consecutive_skips, max_rollbacks=lc.max_rollbacks, rollback_lr_factor=lc.rollback_lr_factor)
+
+
+class SampledTrainer:
+    """Large vocabularies: on-policy steps through the RL `Learner` with per-token advantages -(log q - log p_T)."""
+
+    def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, cfg: Config, pad_id: int) -> None:
+        """A Learner on the student (lr from distill, no KL-to-reference, one epoch)."""
+        lcfg = replace(cfg.learner, lr=cfg.distill.lr, kl_coef=0.0, entropy_coef=0.0, epochs=1)
+        self.student, self.teacher, self.cfg, self.pad_id = student, teacher, cfg, pad_id
+        self.learner = Learner(student, lcfg, temperature=cfg.rollout.sampling.temperature, total_steps=cfg.distill.steps, pad_id=pad_id)
+
+    def update(self, trajs: list, mode: str) -> dict[str, float]:
+        """One learner step on student samples (`mode` must be 'sampled')."""
+        if mode != "sampled":
+            raise SteprlError(f"distill: the sampled trainer only learns on-policy, got {mode!r}")
+        adv = token_advantages(self.student, self.teacher, trajs, pad_id=self.pad_id, temperature=self.cfg.distill.temperature,
+                               kl_coef=self.cfg.distill.kl_coef)
+        return self.learner.update(trajs, token_advantages=adv).to_dict()
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """The student's weights."""
+        return self.learner.weights()
+
+    def state_dict(self) -> dict:
+        """The learner's state."""
+        return self.learner.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore `state_dict()`."""
+        self.learner.load_state_dict(state)
+
+
+def make_trainer(cfg: Config, student: Policy, teacher: Policy) -> tuple[Any, str, str]:
+    """(trainer, on-policy mode, off-policy mode): exact KLs when the vocabulary is small, else sampled / ce."""
+    pad = student.tokenizer.pad_token_id
+    if use_full_vocab(vocab_size_of(teacher.model), cfg.distill.full_vocab_max):
+        return Distiller(student.model, teacher.model, learner_config(cfg), pad_id=pad, total_steps=cfg.distill.steps), "reverse", "forward"
+    if cfg.distill.method == "mixed":
+        raise SteprlError(f"distill.method=mixed needs a vocabulary of at most distill.full_vocab_max="
+                          f"{cfg.distill.full_vocab_max} tokens (this one has {vocab_size_of(teacher.model)}); use on_policy or off_policy")
+    if cfg.distill.method == "on_policy":
+        return SampledTrainer(student.model, teacher.model, cfg, pad), "sampled", ""
+    return Distiller(student.model, teacher.model, learner_config(cfg), pad_id=pad, total_steps=cfg.distill.steps), "", "ce"
+
+
+def build_student(cfg: Config, teacher: Policy) -> Policy:
+    """The student from `distill.student` with the teacher's tokenizer; refuses a different tokenizer (SteprlError)."""
+    tok = teacher.tokenizer
+    if cfg.tokenizer.path is not None:
+        _same_tokenizer(tok, load_tokenizer(cfg.tokenizer.path), f"tokenizer.path {cfg.tokenizer.path}")
+    scfg = cfg.distill.student
+    if scfg.path is not None:
+        model = load_model(scfg.path)
+        if any((Path(scfg.path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
+            _same_tokenizer(tok, load_tokenizer(scfg.path), f"distill.student.path {scfg.path}")
+    else:
+        model = build_model_for(scfg, tok, derive(cfg.run.seed, "init", 1))
+    if vocab_size_of(model) != vocab_size_of(teacher.model):
+        raise SteprlError(f"distill: the student emits {vocab_size_of(model)} logits "
+                          f"but the teacher {vocab_size_of(teacher.model)}")
+    return Policy(model, tok, make_turn_format(tok))
+
+
+def _same_tokenizer(teacher_tok: Any, other: Any, what: str) -> None:
+    """check_same_tokenizer, as a one-line SteprlError naming `what`."""
+    try:
+        check_same_tokenizer(teacher_tok, other)
+    except ValueError as e:
+        raise SteprlError(f"distill: {what}: {e}") from None
+
+
+def student_held_out(cfg: Config, pool: RolloutPool, student: torch.nn.Module, name: str,
+                     teacher: torch.nn.Module, pad_id: int) -> dict[str, Any]:
+    """The student's held-out success fields and its reverse KL to the teacher.
+
+    The KL is measured on episodes the student *samples* on the same eval seeds (the expectation is under q).
+    """
+    held_out = HeldOut.from_config(cfg)
+    res, trajs = evaluate(pool, student, name, held_out)
+    out = success_fields(res.to_dict())
+    if held_out.greedy:
+        _, trajs = evaluate(pool, student, name, held_out, greedy=False)
+    out["kl"] = reverse_kl_on(student, teacher, trajs, pad_id=pad_id, temperature=cfg.distill.temperature)
+    log.info("held-out %s: success %.3f, reverse KL %.4f", name, res.success, out["kl"])
+    return out
+
+
+class DistillSteps:
+    """Each step: the student (on-policy) or the teacher (off-policy) plays `plan_distill`, the trainer learns."""
+
+    def __init__(self, run: RunState, ddir: Path, metrics: MetricsLogger, student: Policy, trainer: Any,
+                 modes: tuple[str, str], pools: tuple[RolloutPool, RolloutPool], info: dict[str, Any],
+                 fingerprint: str) -> None:
+        """`modes` = (on-policy mode, off-policy mode); `pools` = (student pool, teacher pool)."""
+        self.run, self.ddir, self.metrics, self.student, self.trainer = run, ddir, metrics, student, trainer
+        self.modes, self.pools, self.info, self.fingerprint = modes, pools, info, fingerprint
+        self.on = False
+        self.last_path: Path | None = None
+
+    def play(self, step: int) -> list[Trajectory]:
+        """The student's samples (with its current weights) or the teacher's."""
+        self.on = picks_on_policy(self.run.cfg, step)
+        if self.on:
+            self.pools[0].set_weights(step, self.trainer.weights())
+        return (self.pools[0] if self.on else self.pools[1]).play(plan_distill(self.run.cfg, step))
+
+    def update(self, step: int, trajs: list[Trajectory]) -> dict[str, Any]:
+        """One distillation update in this step's mode."""
+        return self.trainer.update(trajs, self.modes[0] if self.on else self.modes[1])
+
+    def step_fields(self, step: int, trajs: list[Trajectory]) -> dict[str, Any]:
+        """Who played (student: its version; teacher: -1) and the mean reward of those episodes."""
+        return {"on_policy": float(self.on), "policy_version": step if self.on else -1,
+                "reward_mean": sum(t.reward for t in trajs) / max(1, len(trajs))}
+
+    def postfix(self, stats: dict[str, Any]) -> dict[str, str]:
+        """KL and who played."""
+        return {"kl": f"{stats.get('kl', 0.0):.3f}", "on": str(int(self.on))}
+
+    def save(self, next_step: int) -> None:
+        """Student + trainer state, with the held-out 'before' numbers and the teacher's fingerprint."""
+        cfg = self.run.cfg
+        self.last_path = save_checkpoint(self.ddir / "checkpoints", next_step, lambda d: save_policy(self.student, d),
+                                         self.trainer.state_dict(),
+                                         {"stage": "distill", "version": next_step, "held_out": self.info,
+                                          "teacher_fingerprint": self.fingerprint})
+        prune(self.ddir / "checkpoints", cfg.rl.keep_last, cfg.rl.keep_every)
+        self.metrics.plot()
+
+
+def _checkpoint_to_resume(ddir: Path, fingerprint: str, metrics: MetricsLogger) -> Checkpoint | None:
+    """The newest complete distillation checkpoint made with this teacher; others are moved aside."""
+    ck = latest_good(ddir / "checkpoints")
+    if ck is not None and ck.state.get("teacher_fingerprint") != fingerprint:  # e.g. RL was extended: a new teacher
+        stale = ddir / f"checkpoints_stale_{ck.state.get('teacher_fingerprint', 'unknown')[:12]}"
+        log.warning("distill: checkpoints in %s were made with another teacher; moved to %s, starting over",
+                    ddir, stale.name)
+        (ddir / "checkpoints").rename(stale)
+        metrics.truncate_after(-1, "distill")
+        return None
+    return ck if ck is not None and ck.state.get("stage") == "distill" else None
+
+
+def _train_student(run: RunState, ddir: Path, metrics: MetricsLogger, student: Policy,
+                   s_pool: RolloutPool) -> tuple[dict[str, Any], dict[str, Any], Path]:
+    """Resume or start (student warm-up, 'before' numbers), the step loop, the 'after' numbers.
+
+    Returns (held-out 'teacher' and 'before' numbers, 'after' numbers, last checkpoint).
+    """
+    cfg, teacher = run.cfg, run.policy
+    trainer, on_mode, off_mode = make_trainer(cfg, student, teacher)
+    pad = student.tokenizer.pad_token_id
+    t_pool = run.get_pool()
+    fingerprint = weights_fingerprint(teacher.model)
+    ck = _checkpoint_to_resume(ddir, fingerprint, metrics)
+    start, info = 0, {}
+    if ck is not None:
+        trainer.load_state_dict(ck.learner_state())
+        start, info = ck.step, dict(ck.state.get("held_out", {}))
+        metrics.truncate_after(start - 1, "distill")
+        log.info("distill: resuming from %s", ck.path)
+    if not info and cfg.distill.student_warmup_steps:  # fresh start: the student learns the protocol from demos
+        warm_up(run, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps)
+    if not info:
+        info = {"teacher": success_fields(run.held_out("teacher").to_dict()),  # measured once per weights
+                "before": student_held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad)}
+    t_pool.set_weights(0, weights_copy(teacher.model))
+    steps = DistillSteps(run, ddir, metrics, student, trainer, (on_mode, off_mode), (s_pool, t_pool), info, fingerprint)
+    loop = Loop("distill", start, cfg.distill.steps, cfg.distill.checkpoint_every, ddir / "rollouts", metrics,
+                f"continue with `steprl resume {run.dir}`")
+    run_steps(loop, steps, lambda: run.stop_requested)
+    after = student_held_out(cfg, s_pool, student.model, "student", teacher.model, pad)
+    if steps.last_path is None:  # nothing left to train: the newest checkpoint is the result
+        ck = latest_good(ddir / "checkpoints")
+        if ck is None:
+            steps.save(cfg.distill.steps)
+        return info, after, steps.last_path if ck is None else ck.path
+    return info, after, steps.last_path
+
+
+def _result(cfg: Config, ddir: Path, info: dict[str, Any], after: dict[str, Any], path: Path, student: Policy,
+            teacher: Policy) -> dict[str, Any]:
+    """The stage summary: the student's held-out numbers, before/after, retention, sizes."""
+    t_succ, s_params, t_params = info["teacher"]["success"], count_parameters(student.model), count_parameters(teacher.model)
+    result = {k: v for k, v in after.items() if k != "kl"}
+    result.update(steps=cfg.distill.steps, method=cfg.distill.method, dir=str(ddir), final_checkpoint=str(path),
+                  kl_before=info["before"]["kl"], kl_after=after["kl"], success_before=info["before"]["success"],
+                  teacher_success=t_succ, retention=after["success"] / t_succ if t_succ > 0 else None,
+                  student_params=s_params, teacher_params=t_params, param_ratio=s_params / t_params,
+                  student_warmup_steps=cfg.distill.student_warmup_steps)
+    return result
+
+
+def run(run: RunState) -> dict[str, Any]:
+    """Distil the run's policy (the teacher) into a new student under `<run dir>/distill`; the stage summary."""
+    cfg, teacher = run.cfg, run.policy
+    ddir = Path(run.dir) / "distill"
+    ddir.mkdir(parents=True, exist_ok=True)
+    if not (ddir / "config.yaml").is_file():
+        (ddir / "config.yaml").write_text(to_yaml(cfg))
+    student = build_student(cfg, teacher)
+    grad_flags = [p.requires_grad for p in teacher.model.parameters()]
+    metrics, s_pool = MetricsLogger(ddir), None
+    try:
+        s_pool = make_pool(cfg, student, reserve_cpus=False)
+        info, after, path = _train_student(run, ddir, metrics, student, s_pool)
+    finally:
+        for p, flag in zip(teacher.model.parameters(), grad_flags):
+            p.requires_grad_(flag)
+        metrics.close()
+        if s_pool is not None:
+            s_pool.close()
+    result = _result(cfg, ddir, info, after, path, student, teacher)
+    write_summary(ddir, {"stages": {"distill": result}, "final_checkpoint": str(path), "params": result["student_params"]})
+    return result
+
+
+def run_standalone(cfg: Config) -> dict[str, Any]:
+    """`steprl distill`: teacher from `distill.teacher` (checkpoint, run or model dir), output in runs/<name>/distill/."""
+    if cfg.distill.teacher is None:
+        raise SteprlError("distill.teacher is not set: pass distill.teacher=<checkpoint dir or run dir>")
+    teacher_dir = resolve_policy_dir(cfg.distill.teacher)
+    setup_torch(cfg.run.threads)
+    teacher = load_policy(teacher_dir)
+    parent = run_path(cfg)
+    parent.mkdir(parents=True, exist_ok=True)
+    state = RunState(cfg, parent, teacher, MetricsLogger(parent, tensorboard=False), {})
+    try:
+        result = run(state)
+    finally:
+        if state.pool is not None:
+            state.pool.close()
+    result["teacher"] = str(teacher_dir)
+    return result
