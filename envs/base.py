@@ -174,7 +174,8 @@ class ToolTaskEnv(gym.Env):
         tool = get_tool(call.name) if call.name in task.tools else None
         if tool is None:
             self._counts["tool_errors"] += 1
-            return self.protocol.render_result(f"error: unknown tool {call.name}; use {', '.join(task.tools) or 'none'}")
+            known = ", ".join(task.tools) or "none"
+            return self.protocol.render_result(f"error: unknown tool {call.name}; use {known}")
         result = run_tool(tool, call.arguments, task.context)
         self._counts["tool_errors"] += int(result.error)
         return self.protocol.render_result(result.text)
@@ -210,10 +211,3 @@ class ToolTaskEnv(gym.Env):
         tool = get_tool(call.name)
         assert tool is not None, call.name
         return run_tool(tool, call.arguments, task.context).text
-
-
-def describe(env_cls: type) -> str:
-    """First line of a class docstring: the one-line description listed by `steprl envs`."""
-    doc = (env_cls.__doc__ or "").strip()
-    return doc.splitlines()[0] if doc else ""
-

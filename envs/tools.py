@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
-from steprl.envs.calc import CalcError, calc
+from steprl.envs.arithmetic import CalcError, calc
 from steprl.envs.text import fit
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from steprl.envs.calc import CalcError, calc, evaluate
+from steprl.envs.arithmetic import CalcError, calc, evaluate
 from steprl.envs.tools import get_tool, run_tool
 
 MALICIOUS = {

@@ -1,5 +1,7 @@
 """Exact arithmetic on ints and Fractions by walking a whitelisted AST: no eval, bounded time and memory.
 
+The safe evaluator behind the `calc` tool (`envs/tools.py`); the task env that uses it is `envs/calculator.py`.
+
 Limits are checked *before* each operation (operand bit lengths, exponent size), so a
 hostile expression such as `9**9**9**9` is refused in microseconds instead of being computed.
 """
