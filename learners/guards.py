@@ -1,11 +1,11 @@
-"""Numerical-stability guards (NUMERICS B9-B11), each a named function or class that counts its actions.
+"""Numerical-stability guards (docs/numerics.md#guards), each a named function or class that counts its actions.
 
 - `nonfinite_check`: a non-finite loss or gradient norm zeroes the gradients and vetoes
-  the optimizer step, so parameters and optimizer state stay bitwise unchanged (B10).
+  the optimizer step, so parameters and optimizer state stay bitwise unchanged.
 - `clip_grad_norm`: global float32 norm, g <- g * min(1, c / (|g| + 1e-6)); returns the
-  pre-clip norm (B9).
+  pre-clip norm.
 - `SpikeDetector`: flags a value far above the robust scale of a window of recent finite
-  values (B11, robust variant, see the class docstring).
+  values (a robust variant of Megatron-LM's spike check, see the class docstring).
 - `RollbackGuard`: after too many skipped steps in a row, restore the last good model and
   optimizer state and shrink the lr; after too many rollbacks, raise `TrainingDivergedError`.
 """
