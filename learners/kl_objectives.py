@@ -31,6 +31,10 @@ from .policy_gradient import PolicyGradient
 log = logging.getLogger(__name__)
 
 
+class DistillRouteError(ValueError):
+    """The distillation method cannot run on this vocabulary (mixed above full_vocab_max)."""
+
+
 class DistillMode(str, Enum):
     """What one distillation update minimises."""
 
@@ -56,7 +60,7 @@ def distill_modes(student: torch.nn.Module, teacher: torch.nn.Module, method: Di
                   full_vocab_max: int | None = None) -> tuple[DistillMode | None, DistillMode | None]:
     """(on-policy mode, off-policy mode): exact KLs up to full_vocab_max tokens, else SAMPLED / CE.
 
-    Raises ValueError for MIXED above the limit (it needs both exact KLs). A mode the method never uses is None.
+    Raises DistillRouteError (a ValueError) for MIXED above the limit (it needs both exact KLs). A mode the method never uses is None.
     """
     method = DistillMethod(method)
     limit = FULL_VOCAB_MAX if full_vocab_max is None else full_vocab_max
@@ -64,7 +68,7 @@ def distill_modes(student: torch.nn.Module, teacher: torch.nn.Module, method: Di
     if use_full_vocab(vocab, limit):
         return DistillMode.REVERSE, DistillMode.FORWARD
     if method is DistillMethod.MIXED:
-        raise ValueError(f"distill.method=mixed needs a vocabulary of at most distill.full_vocab_max={limit} tokens "
+        raise DistillRouteError(f"distill.method=mixed needs a vocabulary of at most distill.full_vocab_max={limit} tokens "
                          f"(this one has {vocab}); use on_policy or off_policy")
     if method is DistillMethod.ON_POLICY:
         return DistillMode.SAMPLED, None

@@ -27,13 +27,13 @@ import torch
 
 from .config import DistillLearnerConfig, LearnerConfig, OptimizerGuardsConfig, WarmupConfig
 from .guarded_optimizer import GuardedOptimizer
-from .kl_objectives import DistillMethod, DistillMode, ExactKL, SampledKL, distill_modes
+from .kl_objectives import DistillMethod, DistillMode, DistillRouteError, ExactKL, SampledKL, distill_modes
 from .policy_gradient import PolicyGradient
 from .sft import MIN_LR_RATIO, SFTObjective
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistillMethod", "DistillMode", "Objective", "Trainer", "distill_trainer", "rl_trainer", "sft_trainer"]
+__all__ = ["DistillMethod", "DistillMode", "DistillRouteError", "Objective", "Trainer", "distill_trainer", "rl_trainer", "sft_trainer"]
 
 
 class Objective(Protocol):
@@ -148,7 +148,7 @@ def distill_trainer(student: torch.nn.Module, teacher: torch.nn.Module, cfg: Dis
     Vocabulary <= full_vocab_max: exact KLs (REVERSE on student samples, FORWARD on teacher samples; CE also
     accepted). Larger: on_policy trains through the policy-gradient objective (`sampled_cfg` with lr, kl_coef
     0, entropy_coef 0, one epoch; log-probs at `sample_temperature`) with advantages -(log q - log p_T), and
-    off_policy with CE; mixed raises ValueError. A mode the method never uses is None.
+    off_policy with CE; mixed raises DistillRouteError. A mode the method never uses is None.
     """
     on_mode, off_mode = distill_modes(student, teacher, method, full_vocab_max)
     if on_mode is DistillMode.SAMPLED:

@@ -23,9 +23,8 @@ from steprl.demos import demo_batches
 from steprl.errors import Interrupted, SteprlError
 from steprl.eval_stage import run_eval  # noqa: F401  (the `eval` stage, looked up by name)
 from steprl.evaluate import evaluate_model, success_fields
-from steprl.learners.policy_gradient import Learner
 from steprl.memory import release_free_memory
-from steprl.learners.sft import SFTTrainer
+from steprl.learners.trainer import Trainer, rl_trainer, sft_trainer
 from steprl.rollout.plan import plan_step, rollout_version
 from steprl.rollout.store import steps_digest, write_step
 
@@ -62,7 +61,7 @@ def warm_up(state: Any, policy: Any, stage: str, model_section: dict[str, Any] |
     build = demo_batches(cfg.env.id, dict(cfg.env.kwargs), policy.turn_format, cfg.run.seed, cfg.warmup.batch_size,
                          cfg.warmup.imperfect_rate)
     batches = state.demo_memo.wrap(key, build)
-    trainer = SFTTrainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
+    trainer = sft_trainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
     bar = tqdm(total=wcfg.steps, desc=stage, unit="step", dynamic_ncols=True)
 
     def on_step(step: int, loss: float) -> None:
@@ -94,18 +93,18 @@ def run_warmup(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
     return result
 
 
-def make_learner(state: Any) -> Learner:
+def make_learner(state: Any) -> Trainer:
     """The RL learner on the run's policy, with a frozen reference when KL is on."""
     cfg = state.cfg
     ref = None
     if cfg.learner.kl_coef > 0:
         ref_dir = state.ckpt_dir / "step_000000" / "model"
         ref = load_policy(ref_dir).model if ref_dir.is_dir() else None
-    return Learner(state.policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
+    return rl_trainer(state.policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
                    total_steps=cfg.rl.steps, pad_id=state.policy.tokenizer.pad_token_id, ref_model=ref)
 
 
-def _resume_rl(state: Any, learner: Learner, checkpoint: Checkpoint | None) -> tuple[int, dict[str, torch.Tensor]]:
+def _resume_rl(state: Any, learner: Trainer, checkpoint: Checkpoint | None) -> tuple[int, dict[str, torch.Tensor]]:
     """(first step, weights of the version that plays it): from the checkpoint's learner and in-flight state."""
     staleness = state.cfg.rollout.staleness
     if checkpoint is None or checkpoint.state.get("stage") != "rl":
@@ -150,7 +149,7 @@ def run_rl(state: Any, checkpoint: Checkpoint | None) -> dict[str, Any]:
             if nxt < total:                                          # ... and played while the learner updates
                 pool.set_weights(step, inflight["weights"])
                 pending = pool.submit(plan_step(cfg, nxt))
-        stats = learner.update(trajs).to_dict()
+        stats = learner.update(trajs)
         if staleness == 0 and nxt < total:                           # version step+1 plays step+1
             pool.set_weights(nxt, learner.weights())
             pending = pool.submit(plan_step(cfg, nxt))
