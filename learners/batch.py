@@ -97,7 +97,8 @@ def collate(
         a = advantages[i]
         if isinstance(a, torch.Tensor):
             if a.dim() != 1 or a.shape[0] != L:
-                raise ValueError(f"collate: token advantages of episode {t.spec.index} have shape {tuple(a.shape)}, expected ({L},)")
+                raise ValueError(f"collate: token advantages of episode {t.spec.index} have shape {tuple(a.shape)}, "
+                                 f"expected ({L},)")
             adv[row, : L - 1] = torch.where(m > 0, a[1:].to(torch.float32), 0.0)
         else:
             adv[row, : L - 1] = float(a) * m

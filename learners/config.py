@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass
 class OptimizerGuardsConfig:
-    """AdamW, its schedule and the stability guards (docs/numerics.md#guards): shared by the RL learner and the distiller."""
+    """AdamW, its schedule and the stability guards (docs/numerics.md#guards): shared by every trainer's optimizer."""
 
     lr: float = 1e-4
     """AdamW learning rate."""
@@ -96,7 +96,7 @@ class LearnerConfig(OptimizerGuardsConfig):
     gspo_clip_high: float = 4e-4
     """GSPO sequence-ratio upper clip epsilon."""
     cispo_clip_high: float = 5.0
-    """CISPO: the stop-gradient ratio weight is truncated at 1 + cispo_clip_high (MiniMax-M1, https://arxiv.org/abs/2506.13585)."""
+    """CISPO: the stop-gradient ratio weight is truncated at 1 + cispo_clip_high (MiniMax-M1)."""
     norm_len: int = 0
     """Constant length L for seq-mean-token-sum-norm (sum / (B x L)); 0 uses the batch's padded target length."""
     reinforce_decay: float = 0.9
@@ -138,7 +138,7 @@ class WarmupConfig:
     warmup_steps: int = 50
     """Linear learning-rate warm-up."""
     imperfect_rate: float = 0.0
-    """Fraction of demonstrations in which the expert answers without using the tool (often wrong), leaving room for RL."""
+    """Fraction of demonstrations in which the expert answers without the tool (often wrong), leaving room for RL."""
     grad_clip: float = 1.0
     """Global gradient-norm clip; 0 disables."""
     cache: bool = True

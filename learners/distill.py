@@ -33,10 +33,12 @@ FULL_VOCAB_MAX = 65536
 
 
 # ---------------------------------------------------------------------------------------------- math
-def _kl_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _kl_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 tempered log-softmaxes (log q, log p) of the two logit tensors [..., V]."""
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ in shape")
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive finite number, got {temperature}")
     log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
@@ -44,13 +46,15 @@ def _kl_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     return log_q, log_p
 
 
-def reverse_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def reverse_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
     """KL(q || p) = sum_v q(v) (log q(v) - log p(v)) per position, float32, shape [...]."""
     log_q, log_p = _kl_terms(student_logits, teacher_logits, temperature)
     return (log_q.exp() * (log_q - log_p)).sum(-1)
 
 
-def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
     """KL(p || q) = sum_v p(v) (log p(v) - log q(v)) per position, float32, shape [...]."""
     log_q, log_p = _kl_terms(student_logits, teacher_logits, temperature)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
@@ -138,7 +142,8 @@ def reverse_kl_on(model_s: torch.nn.Module, model_t: torch.nn.Module, trajs: Seq
 def token_advantages(student: torch.nn.Module, teacher: torch.nn.Module, trajs: Sequence[Trajectory], *, pad_id: int,
                      temperature: float = 1.0, clamp: float = 20.0, kl_coef: float = 1.0,
                      micro_batch: int = 16) -> list[torch.Tensor]:
-    """One 1-D tensor per trajectory, aligned with its tokens: kl_coef x `sampled_advantages` on tokens 1.. (0 at token 0).
+    """One 1-D tensor per trajectory, aligned with its tokens: kl_coef x `sampled_advantages` on tokens 1..
+    (0 at token 0).
 
     For the policy-gradient objective's `token_advantages` (large vocabularies). Log-probs are recomputed for both
     models in float32 at `temperature`; non-action entries are zeroed by `collate`.
@@ -170,8 +175,9 @@ def check_same_tokenizer(tok_a: Any, tok_b: Any) -> None:
         only_a = sorted(set(va) - set(vb))
         only_b = sorted(set(vb) - set(va))
         moved = sorted(k for k in set(va) & set(vb) if va[k] != vb[k])
-        problems.append(f"vocabulary ({len(va)} vs {len(vb)} tokens; {len(only_a)} only in the first e.g. {only_a[:3]}, "
-                        f"{len(only_b)} only in the second e.g. {only_b[:3]}, {len(moved)} with different ids e.g. {moved[:3]})")
+        problems.append(f"vocabulary ({len(va)} vs {len(vb)} tokens; {len(only_a)} only in the first e.g. "
+                        f"{only_a[:3]}, {len(only_b)} only in the second e.g. {only_b[:3]}, "
+                        f"{len(moved)} with different ids e.g. {moved[:3]})")
     for name in ("pad_token", "bos_token", "eos_token", "unk_token"):
         a, b = getattr(tok_a, name, None), getattr(tok_b, name, None)
         ia, ib = getattr(tok_a, f"{name}_id", None), getattr(tok_b, f"{name}_id", None)

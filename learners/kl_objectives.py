@@ -60,7 +60,8 @@ def distill_modes(student: torch.nn.Module, teacher: torch.nn.Module, method: Di
                   full_vocab_max: int | None = None) -> tuple[DistillMode | None, DistillMode | None]:
     """(on-policy mode, off-policy mode): exact KLs up to full_vocab_max tokens, else SAMPLED / CE.
 
-    Raises DistillRouteError (a ValueError) for MIXED above the limit (it needs both exact KLs). A mode the method never uses is None.
+    Raises DistillRouteError (a ValueError) for MIXED above the limit (it needs both exact KLs).
+    A mode the method never uses is None.
     """
     method = DistillMethod(method)
     limit = FULL_VOCAB_MAX if full_vocab_max is None else full_vocab_max
@@ -68,7 +69,8 @@ def distill_modes(student: torch.nn.Module, teacher: torch.nn.Module, method: Di
     if use_full_vocab(vocab, limit):
         return DistillMode.REVERSE, DistillMode.FORWARD
     if method is DistillMethod.MIXED:
-        raise DistillRouteError(f"distill.method=mixed needs a vocabulary of at most distill.full_vocab_max={limit} tokens "
+        raise DistillRouteError(f"distill.method=mixed needs a vocabulary of at most distill.full_vocab_max={limit} "
+                                f"tokens "
                          f"(this one has {vocab}); use on_policy or off_policy")
     if method is DistillMethod.ON_POLICY:
         return DistillMode.SAMPLED, None
@@ -137,7 +139,7 @@ class ExactKL:
 
 
 class SampledKL:
-    """On-policy distillation through `PolicyGradient` with advantages from `token_advantages`; update(trajs, SAMPLED)."""
+    """On-policy distillation: `PolicyGradient` with advantages from `token_advantages`; update(trajs, SAMPLED)."""
 
     def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, cfg: DistillLearnerConfig,
                  rl_cfg: LearnerConfig, *, temperature: float = 1.0, pad_id: int = 0) -> None:

@@ -78,7 +78,8 @@ def ppo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
 
 @register_loss("gspo")
 def gspo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
-    """GSPO (Zheng et al. 2025, https://arxiv.org/abs/2507.18071): s_i = exp(min(10, mean_t log r)), clipped like PPO with GSPO epsilons, seq-mean.
+    """GSPO (Zheng et al. 2025, https://arxiv.org/abs/2507.18071): s_i = exp(min(10, mean_t log r)),
+    clipped like PPO with GSPO epsilons, seq-mean.
 
     Per token the ratio is sg(s_i) * pi / sg(pi), whose value is s_i and whose gradient is
     s_i * grad log pi; with seq-mean-token-mean this is the GSPO gradient.
@@ -95,7 +96,10 @@ def gspo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
 
 @register_loss("cispo")
 def cispo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
-    """CISPO (MiniMax-M1, https://arxiv.org/abs/2506.13585): -sg(min(r, 1 + eps_h)) A log pi; clipped tokens keep gradient."""
+    """CISPO: -sg(min(r, 1 + eps_h)) A log pi; clipped tokens keep their gradient.
+
+    MiniMax-M1, https://arxiv.org/abs/2506.13585.
+    """
     r = clamped_ratio(logp - old_logp, cfg.log_ratio_clamp)
     w = r.clamp(max=1.0 + cfg.cispo_clip_high).detach()
     return PolicyLoss(-w * adv * logp, (r > 1.0 + cfg.cispo_clip_high) & (mask > 0), r)
@@ -114,7 +118,8 @@ def tis_weight(old_logp: torch.Tensor, behavior_logp: torch.Tensor, cap: float, 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, log_clamp: float = 20.0, kl_clamp: float = 10.0) -> torch.Tensor:
     """k3 = (r - 1) - log r with log r = clamp(log pi_ref - log pi, +-log_clamp), then clamped to +-kl_clamp.
 
-    Unbiased, non-negative estimator of KL(pi || pi_ref) from samples of pi (Schulman, http://joschu.net/blog/kl-approx.html).
+    Unbiased, non-negative estimator of KL(pi || pi_ref) from samples of pi
+    (Schulman, http://joschu.net/blog/kl-approx.html).
     """
     log_r = (ref_logp - logp).clamp(-log_clamp, log_clamp)
     return (torch.exp(log_r) - 1.0 - log_r).clamp(-kl_clamp, kl_clamp)

@@ -1,7 +1,8 @@
 """The policy-gradient objective: trajectories -> one guarded AdamW update per epoch -> `StepStats` metrics.
 
 Built by `trainer.rl_trainer(...)`; `Trainer.update(trajs)` or `update(trajs, token_advantages=[...])`.
-See docs/numerics.md#advantages and docs/numerics.md#losses. One update: mark bad trajectories (failed, non-finite reward or behaviour log-probs) ->
+See docs/numerics.md#advantages and docs/numerics.md#losses. One update: mark bad trajectories
+(failed, non-finite reward or behaviour log-probs) ->
 advantages over the valid ones -> collate sorted by episode index -> for each epoch:
 micro-batched forward/backward with whole-batch normalisers -> non-finite guard -> spike
 guards -> gradient clip -> AdamW step (or skip, and maybe roll back).
@@ -196,7 +197,7 @@ class PolicyGradient:
             if bool(sel.any()):
                 rho_max = max(rho_max, float(rho[sel].max()))
         skipped, gnorm = opt.step(acc["loss"], has_targets=bool((batch.action_mask_BT > 0).any()),
-                                   feeds_windows=bool((batch.advantages_BT != 0).any()))  # all-zero advantages: no spike data
+                                   feeds_windows=bool((batch.advantages_BT != 0).any()))  # all-zero: no spike data
         return {"loss": acc["loss"], "kl": acc["kl"] / n, "entropy": acc["entropy"] / n, "clip_frac": acc["clip"] / n,
                 "ratio_mean": acc["rho"] / n if batch.action_mask_BT.sum() > 0 else 1.0,
                 "ratio_max": rho_max if batch.action_mask_BT.sum() > 0 else 1.0,

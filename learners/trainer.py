@@ -33,7 +33,8 @@ from .sft import MIN_LR_RATIO, SFTObjective
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistillMethod", "DistillMode", "DistillRouteError", "Objective", "Trainer", "distill_trainer", "rl_trainer", "sft_trainer"]
+__all__ = ["DistillMethod", "DistillMode", "DistillRouteError", "Objective", "Trainer", "distill_trainer", "rl_trainer",
+           "sft_trainer"]
 
 
 class Objective(Protocol):
@@ -75,7 +76,8 @@ class Trainer:
         out.update({f"guard/{k}": float(v) for k, v in self.guard.metrics().items()})
         return out
 
-    def run(self, batch_for_step: Callable[[int], Any], on_step: Callable[[int, float], None] | None = None) -> list[float]:
+    def run(self, batch_for_step: Callable[[int], Any],
+            on_step: Callable[[int, float], None] | None = None) -> list[float]:
         """Update from the current step to the optimizer's total_steps; returns the losses of the steps run.
 
         `batch_for_step(k)` must be a pure function of k, so a run resumed after `load_state_dict` is exact.
@@ -161,4 +163,5 @@ def distill_trainer(student: torch.nn.Module, teacher: torch.nn.Module, cfg: Dis
         return Trainer(student, objective, guard), on_mode, off_mode
     _checked(cfg)
     objective = ExactKL(student, teacher, cfg, pad_id=pad_id)
-    return Trainer(student, objective, GuardedOptimizer(student, cfg, total_steps, objective.counters)), on_mode, off_mode
+    guard = GuardedOptimizer(student, cfg, total_steps, objective.counters)
+    return Trainer(student, objective, guard), on_mode, off_mode

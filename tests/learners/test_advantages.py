@@ -67,7 +67,8 @@ def test_config_accepts_exactly_the_registered_names():
     from steprl.learners.advantages import ADVANTAGES, GRPO, register_advantage
     from steprl.learners.config import LearnerConfig
 
-    assert ("advantage", "expected one of grpo, rloo, drgrpo, reinforce, got 'tmp_est'") in LearnerConfig(advantage="tmp_est").check()
+    expected = ("advantage", "expected one of grpo, rloo, drgrpo, reinforce, got 'tmp_est'")
+    assert expected in LearnerConfig(advantage="tmp_est").check()
     register_advantage("tmp_est")(type("TmpEst", (GRPO,), {}))
     try:
         assert LearnerConfig(advantage="tmp_est").check() == []
@@ -75,5 +76,6 @@ def test_config_accepts_exactly_the_registered_names():
         del ADVANTAGES["tmp_est"]
     problems = dict(LearnerConfig(loss="nope", aggregation="nah", schedule="wavy").check())
     assert problems == {"loss": "expected one of ppo, gspo, cispo, got 'nope'",
-                        "aggregation": "expected one of token-mean, seq-mean-token-mean, seq-mean-token-sum-norm, got 'nah'",
+                        "aggregation": "expected one of token-mean, seq-mean-token-mean, seq-mean-token-sum-norm, "
+                                       "got 'nah'",
                         "schedule": "expected one of constant, linear, cosine, got 'wavy'"}

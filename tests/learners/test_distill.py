@@ -272,7 +272,7 @@ def test_distill_trainer_routes_by_vocabulary_and_method(toy_batch):
 
 
 def test_sampled_trainer_is_the_pg_trainer_with_teacher_advantages(toy_batch):
-    """SAMPLED = rl_trainer(cfg with the distill lr, no KL/entropy, one epoch) fed token_advantages, bit for bit."""
+    """SAMPLED = rl_trainer(distill lr, no KL/entropy, one epoch) fed token_advantages, bit for bit."""
     teacher, s1, s2 = tiny(0), tiny(7, hidden=16), tiny(7, hidden=16)
     dcfg, base = _cfg(lr=1e-2, kl_coef=0.5, temperature=1.3), LearnerConfig(kl_coef=0.2, entropy_coef=0.1, epochs=3)
     tr, on, _ = distill_trainer(s1, teacher, dcfg, full_vocab_max=1, sampled_cfg=base, sample_temperature=0.7,
