@@ -1,9 +1,9 @@
-"""Benchmark: trained tokens/s of `Learner.update` on realistic trajectories, and the fraction of the ceiling.
+"""Benchmark: trained tokens/s of `rl_trainer(...).update` on realistic trajectories, and the fraction of the ceiling.
 
 For each model (quickstart and ~10M, random-init, char vocabulary) and episode shape
 (single-turn: Calculator max_turns=1; multi-turn: max_turns=3, the quickstart preset), the
 trajectories of RL step 0 of the quickstart preset (64 episodes) are played once with the
-inline pool; then `Learner.update` (the quickstart learner section: GRPO, PPO loss, learner
+inline pool; then `rl_trainer(...).update` (the quickstart learner section: GRPO, PPO loss, learner
 micro-batch 64, 1 epoch, AdamW, guards on) is timed on them --repeats times, best of. Each
 update changes the weights, so later repeats see slightly off-policy data; the work is the same.
 
@@ -28,7 +28,7 @@ from steprl.agents.config import TokenizerConfig
 from steprl.agents.model import count_parameters
 from steprl.agents.policy import build_policy
 from steprl.config import load_config
-from steprl.learners.policy_gradient import Learner
+from steprl.learners.trainer import rl_trainer
 from steprl.rollout.plan import plan_step
 from steprl.rollout.workers import RolloutPool, WorkerSpec
 
@@ -67,7 +67,7 @@ def main() -> None:
             policy = build_policy(mc, TokenizerConfig(), seed=0)
             params = count_parameters(policy.model)
             trajs = play_once(policy, cfg, args.threads)
-            learner = Learner(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
+            learner = rl_trainer(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
                               total_steps=repeats + 1, pad_id=policy.tokenizer.pad_token_id)
             learner.update(trajs)  # warm-up (allocator, AdamW state)
             best, skipped = float("inf"), 0
@@ -75,7 +75,7 @@ def main() -> None:
                 t0 = time.perf_counter()
                 stats = learner.update(trajs)
                 best = min(best, time.perf_counter() - t0)
-                skipped += int(stats.skipped)
+                skipped += int(stats["skipped"])
             real = sum(len(t.tokens) for t in trajs)
             padded = len(trajs) * max(len(t.tokens) for t in trajs)
             ceil = ceiling(params, gflops)["train_tok_s"]

@@ -12,7 +12,7 @@ steprl `max_new_tokens=32`, a random-init model almost never emits a stop string
 2 torch threads, `use_cpu=True`, `bf16=False`, `gradient_checkpointing=False`, beta 0 (no
 reference model), 1 iteration per generation, lr 1e-4, clip 0.2/0.28, grad clip 1.0, temperature 1.
 
-steprl side: `RolloutPool` (inline, one generation micro-batch of 64) + `Learner.update`
+steprl side: `RolloutPool` (inline, one generation micro-batch of 64) + `rl_trainer(...).update`
 (learner micro-batch 64) + `set_weights`, the loop of `steprl.stages.rl` (`run_steps` with `RLSteps`) without
 checkpoints or rollout files. TRL side: `trainer.train()` with `save_strategy="no"`.
 Step 0 is warm-up on both sides; steps 1..N-1 are timed (per-step timestamps). Reported:
@@ -41,7 +41,7 @@ from steprl.agents.config import TokenizerConfig  # noqa: E402
 from steprl.agents.policy import build_policy, load_policy, save_policy  # noqa: E402
 from steprl.config import load_config  # noqa: E402
 from steprl.envs.protocol import Answer, get_protocol  # noqa: E402
-from steprl.learners.policy_gradient import Learner  # noqa: E402
+from steprl.learners.trainer import rl_trainer  # noqa: E402
 from steprl.rollout.plan import plan_step  # noqa: E402
 from steprl.rollout.workers import RolloutPool, WorkerSpec  # noqa: E402
 
@@ -101,7 +101,7 @@ def run_steprl(cfg, model_dir: str, steps: int, variant: str) -> dict:
     policy = load_policy(model_dir)
     spec = WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, wthreads)
     pool = RolloutPool(spec, cfg.rollout)
-    learner = Learner(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature, total_steps=steps,
+    learner = rl_trainer(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature, total_steps=steps,
                       pad_id=policy.tokenizer.pad_token_id)
     pool.set_weights(0, learner.weights())
     pending = pool.submit(plan_step(cfg, 0))
@@ -118,7 +118,7 @@ def run_steprl(cfg, model_dir: str, steps: int, variant: str) -> dict:
                 pending = pool.submit(plan_step(cfg, step + 1))
             marks.append(time.perf_counter())
             tokens.append(sum(t.num_action_tokens for t in trajs))
-            rewards.append(stats.reward_mean)
+            rewards.append(stats["reward_mean"])
     finally:
         pool.close()
     return summarize(f"steprl {variant}", marks, tokens, rewards)

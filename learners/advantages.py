@@ -1,4 +1,4 @@
-"""Advantage estimators by name (NUMERICS B5): grpo, rloo, drgrpo, reinforce.
+"""Advantage estimators by name: grpo, rloo, drgrpo, reinforce (docs/numerics.md#advantages).
 
 An estimator maps one step's rewards and group ids to one advantage per trajectory, plus
 the number of zero-variance groups (two or more members, all rewards equal), whose
@@ -9,11 +9,12 @@ Rewards are handled in float64. Callers pass only valid (finite-reward) trajecto
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from .config import LearnerConfig
+if TYPE_CHECKING:  # config imports this registry in its checks
+    from .config import LearnerConfig
 
 ADVANTAGES: dict[str, type["AdvantageEstimator"]] = {}
 

@@ -4,11 +4,12 @@ Layout (right padding). `tokens_BT` is [B, T]; every per-token tensor that descr
 *target* is [B, T-1]: column t refers to token t+1, predicted by the logit at position t.
 So `action_mask_BT[b, t] = traj.action_mask[t+1]`; the first token of a sequence is never
 trained (nothing predicts it). Rows are sorted by `spec.index`, never by arrival order
-(DESIGN §2, NUMERICS A5), and micro-batches are fixed slices of that order.
+(so the result does not depend on which worker finished first; docs/numerics.md#seeding), and
+micro-batches are fixed slices of that order.
 
 Normalisers for loss aggregation (`n_tokens`, `n_seqs`, `norm_len`) are computed once over
 the whole batch and copied into every micro-batch, so summing micro-batch losses gives the
-whole-batch loss whatever the micro-batch size (NUMERICS B6).
+whole-batch loss whatever the micro-batch size (docs/numerics.md#losses).
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def collate(
         a = advantages[i]
         if isinstance(a, torch.Tensor):
             if a.dim() != 1 or a.shape[0] != L:
-                raise ValueError(f"collate: token advantages of episode {t.spec.index} have shape {tuple(a.shape)}, expected ({L},)")
+                raise ValueError(f"collate: token advantages of episode {t.spec.index} have shape {tuple(a.shape)}, "
+                                 f"expected ({L},)")
             adv[row, : L - 1] = torch.where(m > 0, a[1:].to(torch.float32), 0.0)
         else:
             adv[row, : L - 1] = float(a) * m
@@ -143,7 +145,7 @@ def micro_batches(batch: Batch, size: int) -> list[Batch]:
 def token_logprobs(
     model: torch.nn.Module, tokens: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-target log-probs and entropies, both [B, T-1] float32 (NUMERICS B1, B8).
+    """Per-target log-probs and entropies, both [B, T-1] float32 (docs/numerics.md#losses).
 
     `logprobs[b, t] = log softmax(z_t / temperature)[tokens[b, t+1]]` with the logits upcast
     to float32 before dividing and reducing, whatever the model dtype; explicit position ids

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 @dataclass
 class OptimizerGuardsConfig:
-    """AdamW, its schedule and the stability guards (NUMERICS B9-B11): shared by the RL learner and the distiller."""
+    """AdamW, its schedule and the stability guards (docs/numerics.md#guards): shared by every trainer's optimizer."""
 
     lr: float = 1e-4
     """AdamW learning rate."""
@@ -52,23 +52,25 @@ class OptimizerGuardsConfig:
         for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor"):
             if getattr(self, name) < 0:
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
-        if self.schedule not in ("constant", "linear", "cosine"):
-            out.append(("schedule", f"expected constant, linear or cosine, got {self.schedule!r}"))
+        from .schedule import SCHEDULES  # the registries import torch: keep `import config` light
+
+        if self.schedule not in SCHEDULES:
+            out.append(("schedule", f"expected one of {', '.join(SCHEDULES)}, got {self.schedule!r}"))
         return out
 
 
 @dataclass
 class LearnerConfig(OptimizerGuardsConfig):
-    """Policy-gradient update: advantages, loss, optimizer and stability guards (NUMERICS.md B)."""
+    """Policy-gradient update: advantages, loss, optimizer and stability guards (docs/numerics.md#losses)."""
 
     advantage: str = "grpo"
-    """Advantage estimator by name: grpo, rloo, drgrpo, reinforce."""
+    """Advantage estimator by registered name (advantages.ADVANTAGES): grpo, rloo, drgrpo, reinforce."""
     adv_eps: float = 1e-6
     """Epsilon added to the group std (GRPO)."""
     filter_zero_groups: bool = False
     """Drop groups whose rewards are all equal (their advantage is exactly 0) from the batch."""
     loss: str = "ppo"
-    """Policy loss by name: ppo, gspo, cispo."""
+    """Policy loss by registered name (losses.LOSSES): ppo, gspo, cispo."""
     clip_low: float = 0.2
     """PPO ratio lower clip epsilon."""
     clip_high: float = 0.28
@@ -90,11 +92,11 @@ class LearnerConfig(OptimizerGuardsConfig):
     epochs: int = 1
     """Optimizer passes over each step's batch."""
     gspo_clip_low: float = 3e-4
-    """GSPO sequence-ratio lower clip epsilon (NUMERICS B13)."""
+    """GSPO sequence-ratio lower clip epsilon (Zheng et al. 2025, https://arxiv.org/abs/2507.18071)."""
     gspo_clip_high: float = 4e-4
-    """GSPO sequence-ratio upper clip epsilon (NUMERICS B13)."""
+    """GSPO sequence-ratio upper clip epsilon."""
     cispo_clip_high: float = 5.0
-    """CISPO: the stop-gradient ratio weight is truncated at 1 + cispo_clip_high (NUMERICS B14)."""
+    """CISPO: the stop-gradient ratio weight is truncated at 1 + cispo_clip_high (MiniMax-M1)."""
     norm_len: int = 0
     """Constant length L for seq-mean-token-sum-norm (sum / (B x L)); 0 uses the batch's padded target length."""
     reinforce_decay: float = 0.9
@@ -114,12 +116,12 @@ class LearnerConfig(OptimizerGuardsConfig):
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
         if not 0 <= self.reinforce_decay < 1:
             out.append(("reinforce_decay", f"expected in [0, 1), got {self.reinforce_decay}"))
-        if self.advantage not in ("grpo", "rloo", "drgrpo", "reinforce"):
-            out.append(("advantage", f"expected grpo, rloo, drgrpo or reinforce, got {self.advantage!r}"))
-        if self.loss not in ("ppo", "gspo", "cispo"):
-            out.append(("loss", f"expected ppo, gspo or cispo, got {self.loss!r}"))
-        if self.aggregation not in ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"):
-            out.append(("aggregation", f"expected token-mean, seq-mean-token-mean or seq-mean-token-sum-norm, got {self.aggregation!r}"))
+        from .advantages import ADVANTAGES  # the registries import torch: keep `import config` light
+        from .losses import AGGREGATIONS, LOSSES
+
+        for name, known in (("advantage", ADVANTAGES), ("loss", LOSSES), ("aggregation", AGGREGATIONS)):
+            if getattr(self, name) not in known:
+                out.append((name, f"expected one of {', '.join(known)}, got {getattr(self, name)!r}"))
         return out
 
 
@@ -136,7 +138,9 @@ class WarmupConfig:
     warmup_steps: int = 50
     """Linear learning-rate warm-up."""
     imperfect_rate: float = 0.0
-    """Fraction of demonstrations in which the expert answers without using the tool (often wrong), leaving room for RL."""
+    """Fraction of demonstrations in which the expert answers without the tool (often wrong), leaving room for RL."""
+    grad_clip: float = 1.0
+    """Global gradient-norm clip; 0 disables."""
     cache: bool = True
     """Reuse a finished warm-up with the same (config, seed) from `<run.root>/.warmup_cache`."""
 
@@ -148,6 +152,9 @@ class WarmupConfig:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
         if not self.lr > 0:
             out.append(("lr", f"expected > 0, got {self.lr}"))
+        for name in ("warmup_steps", "grad_clip"):
+            if getattr(self, name) < 0:
+                out.append((name, f"expected >= 0, got {getattr(self, name)}"))
         if not 0 <= self.imperfect_rate <= 1:
             out.append(("imperfect_rate", f"expected in [0, 1], got {self.imperfect_rate}"))
         return out
@@ -155,7 +162,7 @@ class WarmupConfig:
 
 @dataclass
 class DistillLearnerConfig(OptimizerGuardsConfig):
-    """The distillation update (NUMERICS C): exact per-token KL to a frozen teacher, AdamW, the B guards."""
+    """The distillation update (docs/numerics.md#distillation): per-token KL to a frozen teacher, AdamW, the guards."""
 
     lr: float = 1e-3
     """AdamW learning rate of the student."""

@@ -1,27 +1,23 @@
-"""Distillation of a frozen teacher into a student sharing its tokenizer (DESIGN §9, NUMERICS C).
+"""Distillation math: per-token KLs between a student and a frozen teacher sharing one tokenizer.
 
 Usage::
 
-    check_same_tokenizer(teacher_tok, student_tok)            # C1: refuse a mismatch
-    d = Distiller(student, teacher, DistillLearnerConfig(lr=1e-3), pad_id=tok.pad_token_id, total_steps=40)
-    metrics = d.update(student_trajs, "reverse")              # on-policy: exact reverse KL(q || p_T)
-    metrics = d.update(teacher_trajs, "forward")              # off-policy: forward KL(p_T || q)
+    check_same_tokenizer(teacher_tok, student_tok)            # refuse a mismatch
     kl = reverse_kl_on(student, teacher, held_out_trajs, pad_id=tok.pad_token_id)
+    adv = token_advantages(student, teacher, trajs, pad_id=tok.pad_token_id)
 
-Losses are per-token KLs over the full vocabulary at the positions that predict action
-tokens (env and tool tokens masked), computed in float32 and averaged over the whole
-batch's action tokens (so micro-batching does not change them). For vocabularies above
-`FULL_VOCAB_MAX` the two [B, T, V] tensors get large: on-policy distillation then goes
-through the RL learner with `token_advantages(...)` (NUMERICS C3: A_t = -(log q - log p_T),
-clamped), the same learner and guards as RL (STYLE habit 10). `ce` mode is sequence-level KD
-(cross-entropy on teacher samples), which needs no teacher logits over the vocabulary.
-One update: collate (sorted by episode index) -> micro-batched forward/backward -> non-finite
-guard -> spike guards -> gradient clip -> AdamW step (or skip, and maybe roll back).
+The objectives built on these (exact reverse/forward KL, ce, sampled KL) are in
+`kl_objectives.py`; see docs/numerics.md#distillation. KLs are over the full vocabulary,
+in float32, at the positions that predict action tokens (env and tool tokens masked). For
+vocabularies above `FULL_VOCAB_MAX` the two [B, T, V] tensors get large: on-policy
+distillation then uses the sampled per-token advantage A_t = -clamp(log q(y_t) - log p_T(y_t))
+through the policy-gradient objective, whose expected gradient is the reverse-KL gradient
+(Agarwal et al. 2024, https://arxiv.org/abs/2306.13649; Thinking Machines, "On-Policy
+Distillation", 2025, https://thinkingmachines.ai/blog/on-policy-distillation/).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 from typing import Any, Sequence
 
@@ -30,23 +26,19 @@ import torch
 from steprl.rollout.trajectory import Trajectory
 
 from .batch import Batch, collate, micro_batches, token_logprobs
-from .config import DistillLearnerConfig
-from .guarded_optimizer import GuardedOptimizer
 from .policy_gradient import trajectory_is_valid
-
-log = logging.getLogger(__name__)
 
 FULL_VOCAB_MAX = 65536
 """Largest vocabulary for which the exact full-vocabulary KL is used (above: sampled advantages)."""
-MODES = ("reverse", "forward", "ce")
-GUARD_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "rollbacks", "bad_trajectories")
 
 
 # ---------------------------------------------------------------------------------------------- math
-def _kl_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _kl_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+              temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """fp32 tempered log-softmaxes (log q, log p) of the two logit tensors [..., V]."""
     if student_logits.shape != teacher_logits.shape:
-        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ in shape")
+        raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits "
+                         f"{tuple(teacher_logits.shape)} differ in shape")
     if not (temperature > 0 and math.isfinite(temperature)):
         raise ValueError(f"temperature must be a positive finite number, got {temperature}")
     log_q = torch.log_softmax(student_logits.float() / temperature, dim=-1)
@@ -54,19 +46,21 @@ def _kl_terms(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temper
     return log_q, log_p
 
 
-def reverse_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def reverse_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
     """KL(q || p) = sum_v q(v) (log q(v) - log p(v)) per position, float32, shape [...]."""
     log_q, log_p = _kl_terms(student_logits, teacher_logits, temperature)
     return (log_q.exp() * (log_q - log_p)).sum(-1)
 
 
-def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Tensor,
+                         temperature: float = 1.0) -> torch.Tensor:
     """KL(p || q) = sum_v p(v) (log p(v) - log q(v)) per position, float32, shape [...]."""
     log_q, log_p = _kl_terms(student_logits, teacher_logits, temperature)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
 
 
-def _masked_mean(x: torch.Tensor, mask: torch.Tensor, denom: float | None = None) -> torch.Tensor:
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, denom: float | None = None) -> torch.Tensor:
     """sum(x * mask) / (denom or max(1, sum(mask))); masked-out entries never reach the sum (NaN-safe)."""
     m = mask.to(torch.float32)
     total = torch.where(m > 0, x * m, torch.zeros_like(x)).sum()
@@ -80,17 +74,17 @@ def reverse_kl_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, 
     `student_logits`, `teacher_logits`: [..., V]; `mask`: [...] (1 on positions predicting an action token).
     Its gradient with respect to the student logits is 0 when q == p_T.
     """
-    return _masked_mean(reverse_kl_per_token(student_logits, teacher_logits, temperature), mask)
+    return masked_mean(reverse_kl_per_token(student_logits, teacher_logits, temperature), mask)
 
 
 def forward_kl_full(student_logits: torch.Tensor, teacher_logits: torch.Tensor, mask: torch.Tensor,
                     temperature: float = 1.0) -> torch.Tensor:
     """Token-mean exact forward KL(p_T || q) over the positions where `mask` is 1 (scalar, float32)."""
-    return _masked_mean(forward_kl_per_token(student_logits, teacher_logits, temperature), mask)
+    return masked_mean(forward_kl_per_token(student_logits, teacher_logits, temperature), mask)
 
 
 def sampled_advantages(student_lp: torch.Tensor, teacher_lp: torch.Tensor, clamp: float = 20.0) -> torch.Tensor:
-    """Per-token on-policy distillation advantage A_t = -clamp(log q(y_t) - log p_T(y_t), -c, c) (NUMERICS C3).
+    """Per-token on-policy distillation advantage A_t = -clamp(log q(y_t) - log p_T(y_t), -c, c).
 
     Zero when student == teacher; its policy-gradient expectation is the reverse-KL gradient.
     """
@@ -115,7 +109,7 @@ def vocab_size_of(model: torch.nn.Module) -> int:
     return int(model.get_output_embeddings().weight.shape[0])
 
 
-def _collate_valid(trajs: Sequence[Trajectory], pad_id: int) -> tuple[Batch, int]:
+def collate_valid(trajs: Sequence[Trajectory], pad_id: int) -> tuple[Batch, int]:
     """Collate with zero advantages, masking invalid trajectories; returns (batch, number of bad ones)."""
     valid = [trajectory_is_valid(t) for t in trajs]
     return collate(list(trajs), pad_id, [0.0] * len(trajs), valid), len(valid) - sum(valid)
@@ -130,7 +124,7 @@ def reverse_kl_on(model_s: torch.nn.Module, model_t: torch.nn.Module, trajs: Seq
     """
     if not trajs:
         return 0.0
-    batch, _ = _collate_valid(trajs, pad_id)
+    batch, _ = collate_valid(trajs, pad_id)
     was = (model_s.training, model_t.training)
     model_s.eval(), model_t.eval()
     total = 0.0
@@ -138,7 +132,7 @@ def reverse_kl_on(model_s: torch.nn.Module, model_t: torch.nn.Module, trajs: Seq
         for mb in micro_batches(batch, micro_batch):
             kl = reverse_kl_per_token(logits_of(model_s, mb.tokens_BT, mb.attention_mask_BT),
                                       logits_of(model_t, mb.tokens_BT, mb.attention_mask_BT), temperature)
-            total += float(_masked_mean(kl, mb.action_mask_BT, denom=1.0))
+            total += float(masked_mean(kl, mb.action_mask_BT, denom=1.0))
     finally:
         model_s.train(was[0]), model_t.train(was[1])
     return total / max(1.0, float(batch.action_mask_BT.sum()))
@@ -148,10 +142,11 @@ def reverse_kl_on(model_s: torch.nn.Module, model_t: torch.nn.Module, trajs: Seq
 def token_advantages(student: torch.nn.Module, teacher: torch.nn.Module, trajs: Sequence[Trajectory], *, pad_id: int,
                      temperature: float = 1.0, clamp: float = 20.0, kl_coef: float = 1.0,
                      micro_batch: int = 16) -> list[torch.Tensor]:
-    """One 1-D tensor per trajectory, aligned with its tokens: kl_coef x `sampled_advantages` on tokens 1.. (0 at token 0).
+    """One 1-D tensor per trajectory, aligned with its tokens: kl_coef x `sampled_advantages` on tokens 1..
+    (0 at token 0).
 
-    For `Learner.update(trajs, token_advantages=...)` (large vocabularies). Log-probs are recomputed for both
-    models in float32 at `temperature`; non-action entries are zeroed by the learner's collate.
+    For the policy-gradient objective's `token_advantages` (large vocabularies). Log-probs are recomputed for both
+    models in float32 at `temperature`; non-action entries are zeroed by `collate`.
     """
     out: list[torch.Tensor] = []
     for k in range(0, len(trajs), micro_batch):
@@ -173,15 +168,16 @@ def token_advantages(student: torch.nn.Module, teacher: torch.nn.Module, trajs: 
 
 
 def check_same_tokenizer(tok_a: Any, tok_b: Any) -> None:
-    """Raise ValueError naming what differs between two tokenizers: vocabulary, special tokens or chat template (C1)."""
+    """Raise ValueError naming what differs between two tokenizers: vocabulary, special tokens or chat template."""
     problems = []
     va, vb = tok_a.get_vocab(), tok_b.get_vocab()
     if va != vb:
         only_a = sorted(set(va) - set(vb))
         only_b = sorted(set(vb) - set(va))
         moved = sorted(k for k in set(va) & set(vb) if va[k] != vb[k])
-        problems.append(f"vocabulary ({len(va)} vs {len(vb)} tokens; {len(only_a)} only in the first e.g. {only_a[:3]}, "
-                        f"{len(only_b)} only in the second e.g. {only_b[:3]}, {len(moved)} with different ids e.g. {moved[:3]})")
+        problems.append(f"vocabulary ({len(va)} vs {len(vb)} tokens; {len(only_a)} only in the first e.g. "
+                        f"{only_a[:3]}, {len(only_b)} only in the second e.g. {only_b[:3]}, "
+                        f"{len(moved)} with different ids e.g. {moved[:3]})")
     for name in ("pad_token", "bos_token", "eos_token", "unk_token"):
         a, b = getattr(tok_a, name, None), getattr(tok_b, name, None)
         ia, ib = getattr(tok_a, f"{name}_id", None), getattr(tok_b, f"{name}_id", None)
@@ -196,86 +192,3 @@ def check_same_tokenizer(tok_a: Any, tok_b: Any) -> None:
                         + ("absent" if cb is None else f"{len(str(cb))} chars") + ")")
     if problems:
         raise ValueError("teacher and student tokenizers differ: " + "; ".join(problems))
-
-
-# -------------------------------------------------------------------------------------------- learner
-class Distiller:
-    """One guarded AdamW step on the student per `update`; the teacher stays frozen (see the module docstring)."""
-
-    def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, cfg: DistillLearnerConfig, *, pad_id: int = 0,
-                 total_steps: int = 1) -> None:
-        """Freeze the teacher, build AdamW over the student's trainable parameters and the guards."""
-        problems = cfg.check()
-        if problems:
-            raise ValueError("DistillLearnerConfig: " + "; ".join(f"{k}: {v}" for k, v in problems))
-        if vocab_size_of(student) != vocab_size_of(teacher):
-            raise ValueError(f"student emits {vocab_size_of(student)} logits but the teacher {vocab_size_of(teacher)}: "
-                             "distillation needs one vocabulary")
-        self.student, self.teacher, self.cfg = student, teacher, cfg
-        self.pad_id, self.total_steps = int(pad_id), int(total_steps)
-        teacher.eval()
-        for p in teacher.parameters():
-            p.requires_grad_(False)
-        self.guard = GuardedOptimizer(student, cfg, total_steps, GUARD_COUNTERS)
-        self.optimizer, self.counters = self.guard.optimizer, self.guard.counters  # shared objects
-        self.step = 0
-
-    def current_lr(self) -> float:
-        """lr of the next update: base x schedule(step) x rollback scale."""
-        return self.guard.lr_at(self.step)
-
-    def update(self, trajectories: Sequence[Trajectory], mode: str = "reverse") -> dict[str, float]:
-        """One step: `reverse` KL(q||p_T) (student samples), `forward` KL(p_T||q) or `ce` (teacher samples).
-
-        Returns loss, kl_reverse and kl_forward (token means before the step), grad_norm (pre-clip), lr,
-        tokens_trained, skipped and cumulative guard/<name> counters.
-        """
-        if mode not in MODES:
-            raise ValueError(f"Distiller.update: mode must be one of {MODES}, got {mode!r}")
-        batch, n_bad = _collate_valid(trajectories, self.pad_id)
-        self.counters["bad_trajectories"] += n_bad
-        if n_bad:
-            log.warning("%d bad trajectories masked out of distillation step %d", n_bad, self.step)
-        lr = self.guard.begin(self.step)
-        self.student.train()
-        n = batch.n_tokens
-        acc = {"loss": 0.0, "kl_reverse": 0.0, "kl_forward": 0.0}
-        for mb in micro_batches(batch, self.cfg.micro_batch):
-            m = mb.action_mask_BT
-            s_logits = logits_of(self.student, mb.tokens_BT, mb.attention_mask_BT)
-            with torch.no_grad():
-                t_logits = logits_of(self.teacher, mb.tokens_BT, mb.attention_mask_BT)
-            rev = reverse_kl_per_token(s_logits, t_logits, self.cfg.temperature)
-            fwd = forward_kl_per_token(s_logits, t_logits, self.cfg.temperature)
-            if mode == "ce":
-                logq = torch.log_softmax(s_logits / self.cfg.temperature, -1)
-                per_token = -logq.gather(-1, mb.tokens_BT[:, 1:, None]).squeeze(-1)
-            else:
-                per_token = rev if mode == "reverse" else fwd
-            loss = self.cfg.kl_coef * _masked_mean(per_token, m, denom=n)
-            loss.backward()
-            acc["loss"] += float(loss.detach())
-            acc["kl_reverse"] += float(_masked_mean(rev.detach(), m, denom=n))
-            acc["kl_forward"] += float(_masked_mean(fwd.detach(), m, denom=n))
-        skipped, gnorm = self.guard.step(acc["loss"], has_targets=bool((batch.action_mask_BT > 0).any()))
-        self.step += 1
-        out = {**acc, "kl": acc["kl_reverse"] if mode == "reverse" else acc["kl_forward"], "grad_norm": gnorm, "lr": lr,
-               "tokens_trained": float(batch.action_mask_BT.sum()), "skipped": float(skipped)}
-        out.update({f"guard/{k}": v for k, v in self.guard.metrics().items()})
-        return out
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """Detached CPU copies of the student's state dict, for the student's rollout pool."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.student.state_dict().items()}
-
-    def state_dict(self) -> dict:
-        """Everything needed for a bit-exact resume (the teacher is not included: it is loaded from its own directory)."""
-        return {"model": self.weights(), **self.guard.state_dict(), "step": self.step}
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore `state_dict()`; the student must have the same architecture."""
-        with torch.no_grad():
-            for k, v in self.student.state_dict().items():
-                v.copy_(state["model"][k])
-        self.guard.load_state_dict(state)
-        self.step = int(state["step"])

@@ -1,9 +1,11 @@
-"""AdamW behind the stability guards, shared by the RL learner and the distiller.
+"""AdamW behind the stability guards: the one optimizer of every `Trainer` (see docs/numerics.md#guards).
 
-One optimizer step is: non-finite check (B10) -> loss and grad-norm spike checks (B11) ->
-global grad clip (B9) -> AdamW step; or a skip, with gradients zeroed and parameters and
-optimizer state untouched, and after too many skips in a row a rollback to the last good
-state with a reduced learning rate. Every action is counted (reported as `guard/<name>`).
+One optimizer step is: gradient reduction (`reduce_gradients`, the only place gradients are
+read) -> non-finite check -> loss and grad-norm spike checks -> global grad clip -> AdamW
+step; or a skip, with gradients zeroed and parameters and optimizer state untouched, and
+after too many skips in a row a rollback to the last good state with a reduced learning
+rate. Every action is counted (reported as `guard/<name>`). Spike checks and rollback can be
+switched off (warm-up SFT): then they cost nothing, not even the per-step snapshot.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ import torch
 from .guards import RollbackGuard, SpikeDetector, clip_grad_norm, grad_norm, nonfinite_check
 from .schedule import lr_multiplier
 
-BASE_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "rollbacks", "bad_trajectories")
+GUARD_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "rollbacks", "bad_trajectories")
+"""Counters every trainer reports as guard/<name>; an objective may add its own after these."""
 
 
 class GuardedOptimizer:
@@ -24,23 +27,30 @@ class GuardedOptimizer:
 
     `cfg` needs lr, betas, weight_decay, warmup_steps, schedule, grad_clip, spike_window,
     spike_factor, spike_min_history, spike_floor, max_consecutive_skips, max_rollbacks and
-    rollback_lr_factor (LearnerConfig and DistillLearnerConfig both have them).
+    rollback_lr_factor (`OptimizerGuardsConfig` and its subclasses have them). `spike_guard`
+    False never consults the spike windows; `rollback` False never snapshots nor rolls back
+    (a skipped step is then only skipped); `min_lr_ratio` is the schedule's floor.
     """
 
-    def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int, counters: Sequence[str] = BASE_COUNTERS) -> None:
+    def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int, extra_counters: Sequence[str] = (), *,
+                 spike_guard: bool = True, rollback: bool = True, min_lr_ratio: float = 0.0) -> None:
+        """AdamW over the trainable parameters; counters GUARD_COUNTERS + extra_counters."""
         self.model, self.cfg, self.total_steps = model, cfg, int(total_steps)
+        self.spike_guard, self.rollback_on, self.min_lr_ratio = bool(spike_guard), bool(rollback), float(min_lr_ratio)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                            betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
         self.spike_loss = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
         self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
         self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
-        self.counters = {k: 0 for k in counters}
-        self.rollback.good(model, self.optimizer)
+        self.counters = {k: 0 for k in (*GUARD_COUNTERS, *extra_counters)}
+        if self.rollback_on:
+            self.rollback.good(model, self.optimizer)
 
     def lr_at(self, step: int) -> float:
         """lr of update `step`: base x schedule(step) x rollback scale."""
         c = self.cfg
-        mult = lr_multiplier(step, warmup_steps=c.warmup_steps, total_steps=self.total_steps, schedule=c.schedule)
+        mult = lr_multiplier(step, warmup_steps=c.warmup_steps, total_steps=self.total_steps, schedule=c.schedule,
+                             min_ratio=self.min_lr_ratio)
         return c.lr * mult * self.rollback.lr_scale
 
     def begin(self, step: int) -> float:
@@ -51,6 +61,14 @@ class GuardedOptimizer:
         self.optimizer.zero_grad(set_to_none=False)
         return lr
 
+    def reduce_gradients(self) -> list[torch.nn.Parameter]:
+        """The parameters whose accumulated `.grad` the step reads: every gradient read goes through here.
+
+        Single-process training has nothing to reduce. A data-parallel trainer all-reduces (averages)
+        the gradients of these parameters here, once per step, before any norm, check or clip sees them.
+        """
+        return [p for g in self.optimizer.param_groups for p in g["params"]]
+
     def step(self, loss: float, has_targets: bool, feeds_windows: bool = True) -> tuple[bool, float]:
         """Guarded AdamW step on the accumulated gradients. Returns (skipped, pre-clip grad norm).
 
@@ -58,7 +76,7 @@ class GuardedOptimizer:
         would still move the weights. `feeds_windows` False (e.g. all advantages zero) keeps
         the value out of the spike windows.
         """
-        params = [p for g in self.optimizer.param_groups for p in g["params"]]
+        params = self.reduce_gradients()
         gnorm = grad_norm(params)
         if not has_targets:
             self.optimizer.zero_grad(set_to_none=False)
@@ -66,21 +84,22 @@ class GuardedOptimizer:
         skip = nonfinite_check(loss, gnorm, params)
         if skip:
             self.counters["nonfinite"] += 1
-        elif feeds_windows:
+        elif feeds_windows and self.spike_guard:
             spike_l, spike_g = self.spike_loss.check(loss), self.spike_grad.check(gnorm)
             self.counters["spike_loss"] += int(spike_l)
             self.counters["spike_grad"] += int(spike_g)
             skip = spike_l or spike_g
         if skip:
             self.optimizer.zero_grad(set_to_none=False)
-            if self.rollback.skipped(self.model, self.optimizer):
+            if self.rollback_on and self.rollback.skipped(self.model, self.optimizer):
                 self.counters["rollbacks"] += 1
             return True, gnorm
         if self.cfg.grad_clip > 0 and gnorm > self.cfg.grad_clip:
             self.counters["grad_clipped"] += 1
         clip_grad_norm(params, self.cfg.grad_clip)
         self.optimizer.step()
-        self.rollback.good(self.model, self.optimizer)
+        if self.rollback_on:
+            self.rollback.good(self.model, self.optimizer)
         return False, gnorm
 
     def metrics(self) -> dict[str, float]:

@@ -1,11 +1,11 @@
-"""Numerical-stability guards (NUMERICS B9-B11), each a named function or class that counts its actions.
+"""Numerical-stability guards (docs/numerics.md#guards), each a named function or class that counts its actions.
 
 - `nonfinite_check`: a non-finite loss or gradient norm zeroes the gradients and vetoes
-  the optimizer step, so parameters and optimizer state stay bitwise unchanged (B10).
+  the optimizer step, so parameters and optimizer state stay bitwise unchanged.
 - `clip_grad_norm`: global float32 norm, g <- g * min(1, c / (|g| + 1e-6)); returns the
-  pre-clip norm (B9).
+  pre-clip norm.
 - `SpikeDetector`: flags a value far above the robust scale of a window of recent finite
-  values (B11, robust variant, see the class docstring).
+  values (a robust variant of Megatron-LM's spike check, see the class docstring).
 - `RollbackGuard`: after too many skipped steps in a row, restore the last good model and
   optimizer state and shrink the lr; after too many rollbacks, raise `TrainingDivergedError`.
 """
@@ -69,7 +69,8 @@ class SpikeDetector:
     """Robust spike test over the last `window` finite values.
 
     Rule: with at least `min_history` values in the window, x is a spike when
-    |x| > factor * max(|median|, 1.4826 * MAD, floor) (lower medians, as torch.median; MAD = median absolute deviation, so
+    |x| > factor * max(|median|, 1.4826 * MAD, floor) (lower medians, as torch.median; MAD = median absolute
+    deviation, so
     1.4826 * MAD estimates a standard deviation). The |median| term makes it Megatron's
     "10x the usual size" test for positive quantities (grad norm); the MAD term keeps a loss
     that fluctuates around 0 from being flagged for ordinary noise. Every finite value,
@@ -146,7 +147,8 @@ class RollbackGuard:
             return False
         if self.rollbacks >= self.max_rollbacks:
             raise TrainingDivergedError(
-                f"training diverged: {self.consecutive} consecutive skipped steps (non-finite or spiking loss/grad norm) "
+                f"training diverged: {self.consecutive} consecutive skipped steps "
+                f"(non-finite or spiking loss/grad norm) "
                 f"after {self.rollbacks} rollbacks to the last good state (max_rollbacks={self.max_rollbacks}, "
                 f"lr scale now {self.lr_scale:g}); lower the learning rate or inspect the last rollouts"
             )
@@ -159,7 +161,8 @@ class RollbackGuard:
         self.rollbacks += 1
         self.lr_scale *= self.lr_factor
         self.consecutive = 0
-        log.warning("rollback %d/%d to the last good state; lr scale %g", self.rollbacks, self.max_rollbacks, self.lr_scale)
+        log.warning("rollback %d/%d to the last good state; lr scale %g", self.rollbacks, self.max_rollbacks,
+                    self.lr_scale)
         return True
 
     def state_dict(self) -> dict:

@@ -1,4 +1,4 @@
-"""Policy losses by name (ppo, gspo, cispo) and the shared per-token terms (NUMERICS B2-B8, B13, B14).
+"""Policy losses by name (ppo, gspo, cispo) and the shared per-token terms (docs/numerics.md#losses).
 
 Ratios. `logp` are the learner's log-probs (with grad), `old_logp` the proximal policy's
 (the learner's own log-probs before this step's first optimizer step, no grad) and
@@ -12,11 +12,12 @@ scalar with whole-batch normalisers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from .config import LearnerConfig
+if TYPE_CHECKING:  # config imports this registry in its checks
+    from .config import LearnerConfig
 
 LOSSES: dict[str, Callable[..., "PolicyLoss"]] = {}
 
@@ -51,13 +52,17 @@ class PolicyLoss:
 
 
 def clamped_ratio(log_ratio: torch.Tensor, clamp: float) -> torch.Tensor:
-    """exp(clamp(log_ratio, -clamp, clamp)) (B2: an unclamped exp(100) times A = 0 is NaN)."""
+    """exp(clamp(log_ratio, -clamp, clamp)) (an unclamped exp(100) overflows, and inf x A = 0 is NaN)."""
     return torch.exp(log_ratio.clamp(-clamp, clamp))
 
 
 @register_loss("ppo")
 def ppo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
-    """-min(r A, clip(r, 1 - eps_l, 1 + eps_h) A), dual-clipped at c |A| for A < 0 (B3)."""
+    """-min(r A, clip(r, 1 - eps_l, 1 + eps_h) A), dual-clipped at c |A| for A < 0.
+
+    PPO: Schulman et al. 2017, https://arxiv.org/abs/1707.06347; clip-higher eps_h > eps_l: DAPO,
+    https://arxiv.org/abs/2503.14476; dual clip: Ye et al. 2020, https://arxiv.org/abs/1912.09729.
+    """
     r = clamped_ratio(logp - old_logp, cfg.log_ratio_clamp)
     pg1 = -adv * r
     pg2 = -adv * r.clamp(1.0 - cfg.clip_low, 1.0 + cfg.clip_high)
@@ -73,7 +78,8 @@ def ppo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
 
 @register_loss("gspo")
 def gspo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
-    """GSPO (B13): s_i = exp(min(10, mean_t log r)), clipped like PPO with GSPO epsilons, seq-mean.
+    """GSPO (Zheng et al. 2025, https://arxiv.org/abs/2507.18071): s_i = exp(min(10, mean_t log r)),
+    clipped like PPO with GSPO epsilons, seq-mean.
 
     Per token the ratio is sg(s_i) * pi / sg(pi), whose value is s_i and whose gradient is
     s_i * grad log pi; with seq-mean-token-mean this is the GSPO gradient.
@@ -90,20 +96,31 @@ def gspo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
 
 @register_loss("cispo")
 def cispo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
-    """CISPO (B14): -sg(min(r, 1 + eps_h)) A log pi; clipped tokens still get gradient."""
+    """CISPO: -sg(min(r, 1 + eps_h)) A log pi; clipped tokens keep their gradient.
+
+    MiniMax-M1, https://arxiv.org/abs/2506.13585.
+    """
     r = clamped_ratio(logp - old_logp, cfg.log_ratio_clamp)
     w = r.clamp(max=1.0 + cfg.cispo_clip_high).detach()
     return PolicyLoss(-w * adv * logp, (r > 1.0 + cfg.cispo_clip_high) & (mask > 0), r)
 
 
 def tis_weight(old_logp: torch.Tensor, behavior_logp: torch.Tensor, cap: float, clamp: float) -> torch.Tensor:
-    """Truncated importance weight min(exp(clamp(log pi_old - log mu)), C), no gradient (B4); C = 0 gives 1."""
+    """Truncated importance weight min(exp(clamp(log pi_old - log mu)), C), no gradient; C = 0 gives 1.
+
+    Truncated importance sampling for the sampler/learner mismatch (Yao et al. 2025,
+    https://fengyao.notion.site/off-policy-rl).
+    """
     rho = clamped_ratio((old_logp - behavior_logp).detach(), clamp)
     return rho.clamp(max=cap) if cap > 0 else torch.ones_like(rho)
 
 
 def k3_kl(logp: torch.Tensor, ref_logp: torch.Tensor, log_clamp: float = 20.0, kl_clamp: float = 10.0) -> torch.Tensor:
-    """k3 = (r - 1) - log r with log r = clamp(log pi_ref - log pi, +-log_clamp), then clamped to +-kl_clamp (B7)."""
+    """k3 = (r - 1) - log r with log r = clamp(log pi_ref - log pi, +-log_clamp), then clamped to +-kl_clamp.
+
+    Unbiased, non-negative estimator of KL(pi || pi_ref) from samples of pi
+    (Schulman, http://joschu.net/blog/kl-approx.html).
+    """
     log_r = (ref_logp - logp).clamp(-log_clamp, log_clamp)
     return (torch.exp(log_r) - 1.0 - log_r).clamp(-kl_clamp, kl_clamp)
 
@@ -113,7 +130,7 @@ AGGREGATIONS = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, *, n_tokens: float, n_seqs: float,
               n_rows: float, norm_len: float) -> torch.Tensor:
-    """Scalar loss of a (micro-)batch with whole-batch normalisers (B6).
+    """Scalar loss of a (micro-)batch with whole-batch normalisers (docs/numerics.md#losses).
 
     token-mean: sum(m l) / n_tokens. seq-mean-token-mean: sum_i [sum_t m l / max(1, sum_t m)] / n_seqs.
     seq-mean-token-sum-norm (Dr.GRPO): sum(m l) / (n_rows * norm_len).

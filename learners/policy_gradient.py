@@ -1,13 +1,8 @@
-"""The policy-gradient learner: trajectories -> one guarded AdamW update per epoch -> `StepStats`.
+"""The policy-gradient objective: trajectories -> one guarded AdamW update per epoch -> `StepStats` metrics.
 
-Usage::
-
-    learner = Learner(model, cfg, temperature=0.8, total_steps=200, pad_id=tok.pad_token_id)
-    stats = learner.update(trajectories)          # or update(trajs, token_advantages=[...])
-    pool.set_weights(learner.weights())
-    torch.save(learner.state_dict(), path)        # load with torch.load(path, weights_only=True)
-
-One update: mark bad trajectories (failed, non-finite reward or behaviour log-probs) ->
+Built by `trainer.rl_trainer(...)`; `Trainer.update(trajs)` or `update(trajs, token_advantages=[...])`.
+See docs/numerics.md#advantages and docs/numerics.md#losses. One update: mark bad trajectories
+(failed, non-finite reward or behaviour log-probs) ->
 advantages over the valid ones -> collate sorted by episode index -> for each epoch:
 micro-batched forward/backward with whole-batch normalisers -> non-finite guard -> spike
 guards -> gradient clip -> AdamW step (or skip, and maybe roll back).
@@ -18,7 +13,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import torch
@@ -33,13 +28,13 @@ from .losses import aggregate, get_loss, k3_kl, tis_weight
 
 log = logging.getLogger(__name__)
 
-GUARD_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "rollbacks", "bad_trajectories",
-                  "filtered_trajectories")
+PG_COUNTERS = ("filtered_trajectories",)
+"""Guard counters of the policy-gradient objective, reported after GUARD_COUNTERS."""
 
 
 @dataclass
 class StepStats:
-    """Metrics of one `Learner.update` (token statistics over trained tokens, averaged over epochs)."""
+    """Metrics of one policy-gradient update (token statistics over trained tokens, averaged over epochs)."""
 
     loss: float = 0.0
     reward_mean: float = 0.0
@@ -60,14 +55,10 @@ class StepStats:
     tokens_trained: float = 0.0
     zero_adv_groups: float = 0.0
     skipped: float = 0.0
-    guards: dict[str, float] = field(default_factory=dict)
-    """Cumulative guard counters, reported as guard/<name>."""
 
     def to_dict(self) -> dict[str, float]:
-        """Flat float metrics; guard counters as `guard/<name>`."""
-        d = {k: float(v) for k, v in asdict(self).items() if k != "guards"}
-        d.update({f"guard/{k}": float(v) for k, v in self.guards.items()})
-        return d
+        """Flat float metrics (the trainer appends the guard/<name> counters)."""
+        return {k: float(v) for k, v in asdict(self).items()}
 
 
 def trajectory_is_valid(t: Trajectory) -> bool:
@@ -77,17 +68,16 @@ def trajectory_is_valid(t: Trajectory) -> bool:
     return all(math.isfinite(lp) for lp, m in zip(t.behavior_logprobs, t.action_mask) if m)
 
 
-class Learner:
-    """Guarded policy-gradient learner (DESIGN §8, NUMERICS B). See the module docstring."""
+class PolicyGradient:
+    """Guarded policy-gradient objective (see the module docstring); the trainer owns step and optimizer."""
 
-    def __init__(self, model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, total_steps: int = 1,
-                 pad_id: int = 0, ref_model: torch.nn.Module | None = None) -> None:
-        """Build the optimizer, guards, estimator and (when kl_coef > 0) a frozen reference copy."""
-        problems = cfg.check()
-        if problems:
-            raise ValueError("LearnerConfig: " + "; ".join(f"{k}: {v}" for k, v in problems))
+    counters = PG_COUNTERS
+
+    def __init__(self, model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, pad_id: int = 0,
+                 ref_model: torch.nn.Module | None = None) -> None:
+        """Loss, estimator and (when kl_coef > 0) a frozen reference: `ref_model` or a copy of `model`."""
         self.model, self.cfg = model, cfg
-        self.temperature, self.total_steps, self.pad_id = float(temperature), int(total_steps), int(pad_id)
+        self.temperature, self.pad_id = float(temperature), int(pad_id)
         self.loss_fn = get_loss(cfg.loss)
         self.estimator = make_advantage(cfg.advantage, cfg)
         self.ref_model = None
@@ -96,23 +86,11 @@ class Learner:
             self.ref_model.eval()
             for p in self.ref_model.parameters():
                 p.requires_grad_(False)
-        self.guard = GuardedOptimizer(model, cfg, total_steps, GUARD_COUNTERS)
-        self.optimizer, self.counters = self.guard.optimizer, self.guard.counters  # shared objects
-        self.step = 0
 
-    @property
-    def spike_loss(self):
-        """The loss spike detector (B11)."""
-        return self.guard.spike_loss
-
-    # ------------------------------------------------------------------ public API
-    def current_lr(self) -> float:
-        """lr of the next update: base x schedule(step) x rollback scale."""
-        return self.guard.lr_at(self.step)
-
-    def update(self, trajectories: Sequence[Trajectory], token_advantages: list[torch.Tensor] | None = None) -> StepStats:
-        """One learner step on `trajectories`; `token_advantages` (one tensor per trajectory, aligned
-        with its tokens) replaces the advantage estimator when given (on-policy distillation)."""
+    def update(self, opt: GuardedOptimizer, step: int, trajectories: Sequence[Trajectory],
+               token_advantages: list[torch.Tensor] | None = None) -> dict[str, float]:
+        """One update on `trajectories`; `token_advantages` (one tensor per trajectory, aligned with its
+        tokens) replaces the advantage estimator when given (on-policy distillation). Returns `StepStats` fields."""
         trajs = list(trajectories)
         if token_advantages is not None and len(token_advantages) != len(trajs):
             raise ValueError(f"update: {len(trajs)} trajectories but {len(token_advantages)} token advantage tensors")
@@ -120,49 +98,34 @@ class Learner:
         if token_advantages is not None:
             valid = [v and bool(torch.isfinite(a.float()).all()) for v, a in zip(valid, token_advantages)]
         n_bad = len(valid) - sum(valid)
-        self.counters["bad_trajectories"] += n_bad
+        opt.counters["bad_trajectories"] += n_bad
         if n_bad:
-            log.warning("%d bad trajectories masked out of step %d", n_bad, self.step)
+            log.warning("%d bad trajectories masked out of step %d", n_bad, step)
         stats = StepStats()
         good = [t for t, v in zip(trajs, valid) if v]
         self._reward_stats(good, stats)
-        advs, stats.zero_adv_groups = self._advantages(trajs, valid, token_advantages)
+        advs, stats.zero_adv_groups = self._advantages(opt, trajs, valid, token_advantages)
         batch = collate(trajs, self.pad_id, advs, valid, norm_len=self.cfg.norm_len)
         stats.tokens_trained = float(batch.action_mask_BT.sum())
-        stats.lr = self.guard.begin(self.step)
+        stats.lr = opt.begin(step)
         self.model.train()
         old: list[torch.Tensor] = []
-        per_epoch = [self._epoch(batch, old, epoch) for epoch in range(self.cfg.epochs)]
+        per_epoch = [self._epoch(opt, batch, old, epoch) for epoch in range(self.cfg.epochs)]
         for k in ("loss", "kl", "entropy", "clip_frac", "grad_norm"):
             setattr(stats, k, sum(e[k] for e in per_epoch) / len(per_epoch))
         for k in ("ratio_mean", "ratio_max", "tis_clip_frac", "logprob_gap"):
             setattr(stats, k, per_epoch[0][k])
         stats.skipped = float(any(e["skipped"] for e in per_epoch))
-        self.step += 1
-        stats.guards = self.guard.metrics()
-        return stats
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """Detached CPU copies of the model's state dict, for the rollout pool."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        return stats.to_dict()
 
     def state_dict(self) -> dict:
-        """Everything needed for a bit-exact resume, as tensors, numbers, lists and dicts."""
-        return {
-            "model": self.weights(),
-            **self.guard.state_dict(),
-            "step": self.step,
-            "advantage": self.estimator.state_dict(),
-            "ref_model": None if self.ref_model is None else {k: v.detach().clone() for k, v in self.ref_model.state_dict().items()},
-        }
+        """The estimator's state and the reference model (None without KL)."""
+        ref = self.ref_model
+        return {"advantage": self.estimator.state_dict(),
+                "ref_model": None if ref is None else {k: v.detach().clone() for k, v in ref.state_dict().items()}}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore `state_dict()`; the model must have the same architecture."""
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                v.copy_(state["model"][k])
-        self.guard.load_state_dict(state)
-        self.step = int(state["step"])
+        """Restore `state_dict()` from the trainer's state dict."""
         self.estimator.load_state_dict(state["advantage"])
         if self.ref_model is not None:
             if state.get("ref_model") is None:
@@ -181,7 +144,7 @@ class Learner:
         stats.reward_std = float(r.std(unbiased=False))
         stats.success_rate = sum(bool(t.success) for t in good) / len(good)
 
-    def _advantages(self, trajs, valid, token_advantages):
+    def _advantages(self, opt, trajs, valid, token_advantages):
         """Per-trajectory advantages (floats or token tensors) and the zero-variance group count."""
         if token_advantages is not None:
             return list(token_advantages), 0.0
@@ -192,13 +155,13 @@ class Learner:
             advs[i] = float(res.advantages[j])
             if self.cfg.filter_zero_groups and trajs[i].spec.group in res.zero_groups:
                 valid[i] = False
-                self.counters["filtered_trajectories"] += 1
+                opt.counters["filtered_trajectories"] += 1
         return advs, float(res.zero_adv_groups)
 
-    def _epoch(self, batch: Batch, old: list[torch.Tensor], epoch: int) -> dict[str, float]:
+    def _epoch(self, opt: GuardedOptimizer, batch: Batch, old: list[torch.Tensor], epoch: int) -> dict[str, float]:
         """Forward/backward over the micro-batches, then the guarded optimizer step."""
         cfg = self.cfg
-        self.optimizer.zero_grad(set_to_none=False)
+        opt.optimizer.zero_grad(set_to_none=False)
         acc = {k: 0.0 for k in ("loss", "kl", "entropy", "clip", "rho", "tis_clip", "gap")}
         rho_max = 0.0
         n = batch.n_tokens
@@ -233,14 +196,10 @@ class Learner:
             acc["gap"] += float((old_logp - mb.behavior_logprobs_BT)[sel].abs().sum())
             if bool(sel.any()):
                 rho_max = max(rho_max, float(rho[sel].max()))
-        skipped, gnorm = self._guarded_step(acc["loss"], batch)
+        skipped, gnorm = opt.step(acc["loss"], has_targets=bool((batch.action_mask_BT > 0).any()),
+                                   feeds_windows=bool((batch.advantages_BT != 0).any()))  # all-zero: no spike data
         return {"loss": acc["loss"], "kl": acc["kl"] / n, "entropy": acc["entropy"] / n, "clip_frac": acc["clip"] / n,
                 "ratio_mean": acc["rho"] / n if batch.action_mask_BT.sum() > 0 else 1.0,
                 "ratio_max": rho_max if batch.action_mask_BT.sum() > 0 else 1.0,
                 "tis_clip_frac": acc["tis_clip"] / n, "logprob_gap": acc["gap"] / n, "grad_norm": gnorm,
                 "skipped": skipped}
-
-    def _guarded_step(self, loss: float, batch: Batch) -> tuple[bool, float]:
-        """The guarded AdamW step; steps whose advantages are all zero do not feed the spike windows."""
-        return self.guard.step(loss, has_targets=bool((batch.action_mask_BT > 0).any()),
-                               feeds_windows=bool((batch.advantages_BT != 0).any()))

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from steprl.agents.policy import Policy, load_policy, save_policy
 from steprl.config import to_dict
-from steprl.learners.sft import SFTTrainer
+from steprl.learners.trainer import sft_trainer
 from steprl.run.demos import demo_batches
 from steprl.run.memory import release_free_memory
 from steprl.run.state import RunState
@@ -39,6 +39,8 @@ def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None,
     if steps is not None:
         key["warmup"]["steps"] = steps
     key["warmup"].pop("cache", None)
+    if key["warmup"].get("grad_clip") == 1.0:  # the value before it was a setting: cached warm-ups stay valid
+        key["warmup"].pop("grad_clip")
     return hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
 
 
@@ -64,7 +66,7 @@ def warm_up(run: RunState, policy: Policy, stage: str, model_section: dict[str, 
         policy.model.load_state_dict(load_policy(cache / "model").model.state_dict())
         policy.model.eval()
         return [], str(cache)
-    trainer = SFTTrainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
+    trainer = sft_trainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
     bar = tqdm(total=wcfg.steps, desc=stage, unit="step", dynamic_ncols=True)
 
     def on_step(step: int, loss: float) -> None:

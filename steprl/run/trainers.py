@@ -6,14 +6,14 @@ from pathlib import Path
 
 from steprl.agents.policy import Policy, load_policy
 from steprl.config import Config
-from steprl.learners.policy_gradient import Learner
+from steprl.learners.trainer import Trainer, rl_trainer
 
 
-def rl_learner(cfg: Config, policy: Policy, ckpt_dir: Path) -> Learner:
+def rl_learner(cfg: Config, policy: Policy, ckpt_dir: Path) -> Trainer:
     """The RL learner on `policy`, with the step-0 checkpoint's weights as frozen reference when KL is on."""
     ref = None
     if cfg.learner.kl_coef > 0:
         ref_dir = ckpt_dir / "step_000000" / "model"
         ref = load_policy(ref_dir).model if ref_dir.is_dir() else None
-    return Learner(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
+    return rl_trainer(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
                    total_steps=cfg.rl.steps, pad_id=policy.tokenizer.pad_token_id, ref_model=ref)

@@ -33,8 +33,8 @@ from steprl.agents.tokenizer import load_tokenizer
 from steprl.config import Config, to_dict, to_yaml
 from steprl.errors import SteprlError
 from steprl.learners.config import DistillLearnerConfig
-from steprl.learners.distill import Distiller, check_same_tokenizer, reverse_kl_on, token_advantages, use_full_vocab, vocab_size_of
-from steprl.learners.policy_gradient import Learner
+from steprl.learners.distill import check_same_tokenizer, reverse_kl_on, vocab_size_of
+from steprl.learners.trainer import DistillMethod, DistillMode, DistillRouteError, Trainer, distill_trainer
 from steprl.rollout.plan import plan_distill
 from steprl.rollout.seeding import derive
 from steprl.rollout.trajectory import Trajectory
@@ -71,47 +71,15 @@ def learner_config(cfg: Config) -> DistillLearnerConfig:
         max_consecutive_skips=lc.max_consecutive_skips, max_rollbacks=lc.max_rollbacks, rollback_lr_factor=lc.rollback_lr_factor)
 
 
-class SampledTrainer:
-    """Large vocabularies: on-policy steps through the RL `Learner` with per-token advantages -(log q - log p_T)."""
-
-    def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, cfg: Config, pad_id: int) -> None:
-        """A Learner on the student (lr from distill, no KL-to-reference, one epoch)."""
-        lcfg = replace(cfg.learner, lr=cfg.distill.lr, kl_coef=0.0, entropy_coef=0.0, epochs=1)
-        self.student, self.teacher, self.cfg, self.pad_id = student, teacher, cfg, pad_id
-        self.learner = Learner(student, lcfg, temperature=cfg.rollout.sampling.temperature, total_steps=cfg.distill.steps, pad_id=pad_id)
-
-    def update(self, trajs: list, mode: str) -> dict[str, float]:
-        """One learner step on student samples (`mode` must be 'sampled')."""
-        if mode != "sampled":
-            raise SteprlError(f"distill: the sampled trainer only learns on-policy, got {mode!r}")
-        adv = token_advantages(self.student, self.teacher, trajs, pad_id=self.pad_id, temperature=self.cfg.distill.temperature,
-                               kl_coef=self.cfg.distill.kl_coef)
-        return self.learner.update(trajs, token_advantages=adv).to_dict()
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The student's weights."""
-        return self.learner.weights()
-
-    def state_dict(self) -> dict:
-        """The learner's state."""
-        return self.learner.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore `state_dict()`."""
-        self.learner.load_state_dict(state)
-
-
-def make_trainer(cfg: Config, student: Policy, teacher: Policy) -> tuple[Any, str, str]:
+def make_trainer(cfg: Config, student: Policy, teacher: Policy) -> tuple[Trainer, DistillMode | None, DistillMode | None]:
     """(trainer, on-policy mode, off-policy mode): exact KLs when the vocabulary is small, else sampled / ce."""
-    pad = student.tokenizer.pad_token_id
-    if use_full_vocab(vocab_size_of(teacher.model), cfg.distill.full_vocab_max):
-        return Distiller(student.model, teacher.model, learner_config(cfg), pad_id=pad, total_steps=cfg.distill.steps), "reverse", "forward"
-    if cfg.distill.method == "mixed":
-        raise SteprlError(f"distill.method=mixed needs a vocabulary of at most distill.full_vocab_max="
-                          f"{cfg.distill.full_vocab_max} tokens (this one has {vocab_size_of(teacher.model)}); use on_policy or off_policy")
-    if cfg.distill.method == "on_policy":
-        return SampledTrainer(student.model, teacher.model, cfg, pad), "sampled", ""
-    return Distiller(student.model, teacher.model, learner_config(cfg), pad_id=pad, total_steps=cfg.distill.steps), "", "ce"
+    try:
+        return distill_trainer(student.model, teacher.model, learner_config(cfg), pad_id=student.tokenizer.pad_token_id,
+                               total_steps=cfg.distill.steps, method=DistillMethod(cfg.distill.method),
+                               full_vocab_max=cfg.distill.full_vocab_max, sampled_cfg=cfg.learner,
+                               sample_temperature=cfg.rollout.sampling.temperature)
+    except DistillRouteError as e:
+        raise SteprlError(str(e)) from None
 
 
 def build_student(cfg: Config, teacher: Policy) -> Policy:

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from steprl.errors import SteprlError
-from steprl.learners.policy_gradient import Learner
+from steprl.learners.trainer import Trainer
 from steprl.rollout.plan import plan_step, rollout_version
 from steprl.rollout.trajectory import Trajectory
 from steprl.run.evaluate import success_fields
@@ -22,7 +22,7 @@ from steprl.run.state import RunState
 from steprl.run.trainers import rl_learner
 
 
-def _resume_point(run: RunState, learner: Learner) -> tuple[int, dict[str, torch.Tensor]]:
+def _resume_point(run: RunState, learner: Trainer) -> tuple[int, dict[str, torch.Tensor]]:
     """(first step, weights of the version that plays it): from the checkpoint's learner and in-flight state."""
     staleness, ck = run.cfg.rollout.staleness, run.resume_from
     if ck is None or ck.state.get("stage") != "rl":
@@ -44,7 +44,7 @@ def _resume_point(run: RunState, learner: Learner) -> tuple[int, dict[str, torch
 class RLSteps:
     """Play on the run's pool, update the learner; with staleness 1 the next step plays during the update."""
 
-    def __init__(self, run: RunState, learner: Learner, start: int, weights: dict[str, torch.Tensor]) -> None:
+    def __init__(self, run: RunState, learner: Trainer, start: int, weights: dict[str, torch.Tensor]) -> None:
         """Send the weights that play step `start` and submit it."""
         self.run, self.learner = run, learner
         self.staleness, self.total = run.cfg.rollout.staleness, run.cfg.rl.steps
@@ -68,7 +68,7 @@ class RLSteps:
             if nxt < self.total:  # ... and played while the learner updates
                 self.pool.set_weights(step, self.inflight["weights"])
                 self.pending = self._submit(nxt)
-        stats = self.learner.update(trajs).to_dict()
+        stats = self.learner.update(trajs)
         if self.staleness == 0 and nxt < self.total:
             self.pool.set_weights(nxt, self.learner.weights())
             self.pending = self._submit(nxt)

@@ -60,3 +60,22 @@ def test_reinforce_running_baseline_and_state():
     fresh = make_advantage("reinforce", cfg)
     fresh.load_state_dict(state)
     assert fresh([0.0, 0.0], [0, 0]).advantages.tolist() == [-0.75, -0.75]
+
+
+def test_config_accepts_exactly_the_registered_names():
+    """One edit adds an estimator: LearnerConfig.check validates against the registries."""
+    from steprl.learners.advantages import ADVANTAGES, GRPO, register_advantage
+    from steprl.learners.config import LearnerConfig
+
+    expected = ("advantage", "expected one of grpo, rloo, drgrpo, reinforce, got 'tmp_est'")
+    assert expected in LearnerConfig(advantage="tmp_est").check()
+    register_advantage("tmp_est")(type("TmpEst", (GRPO,), {}))
+    try:
+        assert LearnerConfig(advantage="tmp_est").check() == []
+    finally:
+        del ADVANTAGES["tmp_est"]
+    problems = dict(LearnerConfig(loss="nope", aggregation="nah", schedule="wavy").check())
+    assert problems == {"loss": "expected one of ppo, gspo, cispo, got 'nope'",
+                        "aggregation": "expected one of token-mean, seq-mean-token-mean, seq-mean-token-sum-norm, "
+                                       "got 'nah'",
+                        "schedule": "expected one of constant, linear, cosine, got 'wavy'"}

@@ -1,4 +1,4 @@
-"""Distillation math and the Distiller: exact KLs, zero gradient at q == p, guards, resume, tokenizer refusal."""
+"""Distillation math and the distillation trainer: exact KLs, zero gradient at q == p, guards, resume, tokenizer refusal."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from steprl.agents.tokenizer import build_char_tokenizer
 from steprl.learners.config import DistillLearnerConfig, LearnerConfig
-from steprl.learners.distill import (Distiller, check_same_tokenizer, forward_kl_full, reverse_kl_full, reverse_kl_on,
+from steprl.learners.distill import (check_same_tokenizer, forward_kl_full, reverse_kl_full, reverse_kl_on,
                                      sampled_advantages, token_advantages, use_full_vocab)
-from steprl.learners.policy_gradient import Learner
+from steprl.learners.trainer import DistillMethod, DistillMode, distill_trainer, rl_trainer
 from steprl.run.state_io import flatten_state, unflatten_state
 
 VOCAB = 16
@@ -121,16 +121,23 @@ def test_reverse_kl_on_matches_full_kl(toy_batch):
 
 
 # ------------------------------------------------------------------------------------------ Distiller
+def _exact_kl(student, teacher, cfg, **kw):
+    """The exact-KL distillation trainer (vocabularies up to FULL_VOCAB_MAX)."""
+    trainer, on_mode, off_mode = distill_trainer(student, teacher, cfg, **kw)
+    assert (on_mode, off_mode) == (DistillMode.REVERSE, DistillMode.FORWARD)
+    return trainer
+
+
 def _cfg(**kw) -> DistillLearnerConfig:
     return DistillLearnerConfig(**{"lr": 3e-3, "micro_batch": 4, **kw})
 
 
-@pytest.mark.parametrize("mode,key", [("reverse", "kl_reverse"), ("forward", "kl_forward")])
+@pytest.mark.parametrize("mode,key", [(DistillMode.REVERSE, "kl_reverse"), (DistillMode.FORWARD, "kl_forward")])
 def test_distiller_lowers_kl_and_keeps_teacher_frozen(toy_batch, mode, key):
     teacher, student = tiny(0), tiny(7, hidden=16)
     t_before = _params(teacher)
-    d = Distiller(student, teacher, _cfg(lr=1e-2), pad_id=0, total_steps=30)
-    src = student if mode == "reverse" else teacher
+    d = _exact_kl(student, teacher, _cfg(lr=1e-2), pad_id=0, total_steps=30)
+    src = student if mode is DistillMode.REVERSE else teacher
     trajs = toy_batch(src, 2, 4, step=0)
     first = d.update(trajs, mode)
     for _ in range(24):
@@ -144,11 +151,11 @@ def test_distiller_lowers_kl_and_keeps_teacher_frozen(toy_batch, mode, key):
 
 def test_distiller_ce_mode_fits_teacher_tokens(toy_batch):
     teacher, student = tiny(0), tiny(7, hidden=16)
-    d = Distiller(student, teacher, _cfg(lr=1e-2), pad_id=0)
+    d = _exact_kl(student, teacher, _cfg(lr=1e-2), pad_id=0)
     trajs = toy_batch(teacher, 2, 4, step=0)
-    first = d.update(trajs, "ce")
+    first = d.update(trajs, DistillMode.CE)
     for _ in range(10):
-        last = d.update(trajs, "ce")
+        last = d.update(trajs, DistillMode.CE)
     assert last["loss"] < first["loss"] - 0.3
     with pytest.raises(ValueError, match="mode"):
         d.update(trajs, "sideways")
@@ -159,8 +166,8 @@ def test_micro_batch_invariance(toy_batch):
     trajs = toy_batch(tiny(7, hidden=16), 2, 4, step=0)
     outs = []
     for mb in (1, 3, 8):
-        d = Distiller(tiny(7, hidden=16), teacher, _cfg(micro_batch=mb), pad_id=0)
-        outs.append((d.update(trajs, "reverse"), _params(d.student)))
+        d = _exact_kl(tiny(7, hidden=16), teacher, _cfg(micro_batch=mb), pad_id=0)
+        outs.append((d.update(trajs, DistillMode.REVERSE), _params(d.model)))
     for m, p in outs[1:]:
         assert m["loss"] == pytest.approx(outs[0][0]["loss"], rel=1e-5)
         assert m["grad_norm"] == pytest.approx(outs[0][0]["grad_norm"], rel=1e-4)
@@ -169,54 +176,54 @@ def test_micro_batch_invariance(toy_batch):
 
 def test_nonfinite_teacher_skips_step_bitwise(toy_batch):
     teacher, student = tiny(0), tiny(7, hidden=16)
-    d = Distiller(student, teacher, _cfg(), pad_id=0)
+    d = _exact_kl(student, teacher, _cfg(), pad_id=0)
     trajs = toy_batch(student, 1, 4, step=0)
-    d.update(trajs, "reverse")
+    d.update(trajs, DistillMode.REVERSE)
     before, opt = _params(student), copy.deepcopy(d.optimizer.state_dict())
     with torch.no_grad():
         teacher.lm_head.weight[3, 0] = float("nan")
-    m = d.update(trajs, "reverse")
+    m = d.update(trajs, DistillMode.REVERSE)
     assert m["skipped"] == 1.0 and m["guard/nonfinite"] == 1.0 and not math.isfinite(m["loss"])
     assert _same(before, _params(student))
     after = d.optimizer.state_dict()
     assert all(torch.equal(opt["state"][i][k], after["state"][i][k]) for i in opt["state"] for k in opt["state"][i])
-    d.update(trajs, "reverse")
-    m = d.update(trajs, "reverse")  # third non-finite step in a row: rollback to the last good state
+    d.update(trajs, DistillMode.REVERSE)
+    m = d.update(trajs, DistillMode.REVERSE)  # third non-finite step in a row: rollback to the last good state
     assert m["guard/rollbacks"] == 1.0 and m["guard/lr_scale"] == 0.5 and _same(before, _params(student))
 
 
 def test_grad_clip_counted(toy_batch):
-    d = Distiller(tiny(7, hidden=16), tiny(0), _cfg(grad_clip=1e-3), pad_id=0)
-    m = d.update(toy_batch(d.student, 1, 4, step=0), "reverse")
+    d = _exact_kl(tiny(7, hidden=16), tiny(0), _cfg(grad_clip=1e-3), pad_id=0)
+    m = d.update(toy_batch(d.model, 1, 4, step=0), DistillMode.REVERSE)
     assert m["grad_norm"] > 1e-3 and m["guard/grad_clipped"] == 1.0
 
 
 def test_resume_is_bit_exact(toy_batch):
     teacher = tiny(0)
     batches = [toy_batch(tiny(3), 1, 4, step=k) for k in range(4)]
-    a = Distiller(tiny(7, hidden=16), teacher, _cfg(schedule="cosine", warmup_steps=1), pad_id=0, total_steps=4)
+    a = _exact_kl(tiny(7, hidden=16), teacher, _cfg(schedule="cosine", warmup_steps=1), pad_id=0, total_steps=4)
     for b in batches[:2]:
-        a.update(b, "reverse")
+        a.update(b, DistillMode.REVERSE)
     tensors, skel = flatten_state(a.state_dict())   # only tensors, numbers, lists, dicts (no pickle)
-    b_ = Distiller(tiny(11, hidden=16), teacher, _cfg(schedule="cosine", warmup_steps=1), pad_id=0, total_steps=4)
+    b_ = _exact_kl(tiny(11, hidden=16), teacher, _cfg(schedule="cosine", warmup_steps=1), pad_id=0, total_steps=4)
     b_.load_state_dict(unflatten_state(tensors, skel))
     for b in batches[2:]:
-        ma, mb = a.update(b, "forward"), b_.update(b, "forward")
+        ma, mb = a.update(b, DistillMode.FORWARD), b_.update(b, DistillMode.FORWARD)
         assert ma == mb
-    assert _same(_params(a.student), _params(b_.student))
+    assert _same(_params(a.model), _params(b_.model))
 
 
 def test_refuses_different_vocab_sizes():
     with pytest.raises(ValueError, match="logits"):
-        Distiller(tiny(1, vocab=20), tiny(0), _cfg())
+        _exact_kl(tiny(1, vocab=20), tiny(0), _cfg())
     with pytest.raises(ValueError, match="lr"):
-        Distiller(tiny(1), tiny(0), _cfg(lr=0.0))
+        _exact_kl(tiny(1), tiny(0), _cfg(lr=0.0))
 
 
 def test_sampled_path_through_the_rl_learner_lowers_kl(toy_batch):
-    """Large-vocabulary route: on-policy advantages -(log q - log p_T) through Learner.update."""
+    """Large-vocabulary route: on-policy advantages -(log q - log p_T) through the policy-gradient trainer."""
     teacher, student = tiny(0), tiny(7, hidden=16)
-    learner = Learner(student, LearnerConfig(lr=1e-2, micro_batch=16, advantage="reinforce"), pad_id=0, total_steps=40)
+    learner = rl_trainer(student, LearnerConfig(lr=1e-2, micro_batch=16, advantage="reinforce"), pad_id=0, total_steps=40)
     held = toy_batch(student, 2, 8, step=999)
     kl0 = reverse_kl_on(student, teacher, held, pad_id=0)
     for k in range(25):
@@ -242,3 +249,39 @@ def test_check_same_tokenizer():
     d.add_special_tokens({"additional_special_tokens": ["<x>"]})
     with pytest.raises(ValueError, match="special tokens"):
         check_same_tokenizer(a, d)
+
+
+def test_distill_trainer_routes_by_vocabulary_and_method(toy_batch):
+    teacher = tiny(0)
+    _, on, off = distill_trainer(tiny(7, hidden=16), teacher, _cfg(), method=DistillMethod.MIXED)
+    assert (on, off) == (DistillMode.REVERSE, DistillMode.FORWARD)
+    sampled, on, off = distill_trainer(tiny(7, hidden=16), teacher, _cfg(), full_vocab_max=VOCAB - 1,
+                                       sampled_cfg=LearnerConfig(), method="on_policy")
+    assert (on, off) == (DistillMode.SAMPLED, None)
+    ce, on, off = distill_trainer(tiny(7, hidden=16), teacher, _cfg(), full_vocab_max=VOCAB - 1,
+                                  method=DistillMethod.OFF_POLICY)
+    assert (on, off) == (None, DistillMode.CE)
+    with pytest.raises(ValueError, match="mixed needs a vocabulary of at most distill.full_vocab_max=15 tokens"):
+        distill_trainer(tiny(7, hidden=16), teacher, _cfg(), full_vocab_max=VOCAB - 1, method=DistillMethod.MIXED)
+    with pytest.raises(ValueError, match="sampled_cfg"):
+        distill_trainer(tiny(7, hidden=16), teacher, _cfg(), full_vocab_max=VOCAB - 1)
+    trajs = toy_batch(teacher, 1, 4, step=0)
+    with pytest.raises(ValueError, match="only learns on-policy"):
+        sampled.update(trajs, DistillMode.REVERSE)
+    assert ce.update(trajs, DistillMode.CE)["tokens_trained"] == 8.0
+
+
+def test_sampled_trainer_is_the_pg_trainer_with_teacher_advantages(toy_batch):
+    """SAMPLED = rl_trainer(distill lr, no KL/entropy, one epoch) fed token_advantages, bit for bit."""
+    teacher, s1, s2 = tiny(0), tiny(7, hidden=16), tiny(7, hidden=16)
+    dcfg, base = _cfg(lr=1e-2, kl_coef=0.5, temperature=1.3), LearnerConfig(kl_coef=0.2, entropy_coef=0.1, epochs=3)
+    tr, on, _ = distill_trainer(s1, teacher, dcfg, full_vocab_max=1, sampled_cfg=base, sample_temperature=0.7,
+                                total_steps=3)
+    ref = rl_trainer(s2, LearnerConfig(lr=1e-2), temperature=0.7, total_steps=3)
+    for k in range(3):
+        trajs = toy_batch(s1, 2, 4, step=k)
+        m = tr.update(trajs, on)
+        adv = token_advantages(s2, teacher, trajs, pad_id=0, temperature=1.3, kl_coef=0.5)
+        assert m == ref.update(trajs, token_advantages=adv) and "guard/filtered_trajectories" in m
+    assert _same(_params(s1), _params(s2)) and tr.state_dict().keys() == ref.state_dict().keys()
+    assert tr.state_dict()["ref_model"] is None

@@ -135,3 +135,28 @@ def test_rollback_snapshot_is_not_aliased_and_round_trips():
     assert other.skipped(model, opt) is True  # the snapshot survived the first restore unchanged
     assert all(torch.equal(model.state_dict()[k], v) for k, v in snap.items())
     assert other.lr_scale == 0.25
+
+
+def test_guarded_optimizer_reads_gradients_only_through_reduce_gradients():
+    """The data-parallel hook: what reduce_gradients leaves in .grad is what the norm, checks, clip and step see."""
+    from steprl.learners.config import LearnerConfig
+    from steprl.learners.guarded_optimizer import GUARD_COUNTERS, GuardedOptimizer
+
+    class Doubling(GuardedOptimizer):
+        def reduce_gradients(self):
+            params = super().reduce_gradients()
+            for p in params:
+                p.grad.mul_(2.0)  # e.g. the sum over two identical replicas
+            return params
+
+    norms = []
+    for cls in (GuardedOptimizer, Doubling):
+        model = torch.nn.Linear(3, 2)
+        with torch.no_grad():
+            model.weight.fill_(0.5), model.bias.fill_(0.1)
+        opt = cls(model, LearnerConfig(grad_clip=0.0), 1, ("extra",))
+        assert tuple(opt.counters) == (*GUARD_COUNTERS, "extra")
+        opt.begin(0)
+        model(torch.ones(1, 3)).sum().backward()
+        norms.append(opt.step(1.0, has_targets=True)[1])
+    assert norms[1] == pytest.approx(2 * norms[0]) and norms[0] == pytest.approx(math.sqrt(8.0))

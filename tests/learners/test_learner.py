@@ -1,4 +1,4 @@
-"""The policy-gradient Learner: guards in context, determinism, resume, invariances, a toy problem."""
+"""The policy-gradient trainer (rl_trainer): guards in context, determinism, resume, invariances, a toy problem."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import torch
 
 from steprl.learners.config import LearnerConfig
 from steprl.learners.guards import TrainingDivergedError
-from steprl.learners.policy_gradient import Learner
+from steprl.learners.trainer import rl_trainer
 
 METRICS = {"loss", "reward_mean", "reward_std", "success_rate", "kl", "entropy", "clip_frac", "ratio_mean", "ratio_max",
            "tis_clip_frac", "logprob_gap", "grad_norm", "lr", "tokens_trained", "zero_adv_groups", "skipped",
@@ -38,9 +38,9 @@ def _same_opt(a, b):
 
 def test_metrics_and_on_policy_ratios(new_model, toy_batch):
     model = new_model(0)
-    learner = Learner(model, LearnerConfig(lr=1e-2), total_steps=10)
+    learner = rl_trainer(model, LearnerConfig(lr=1e-2), total_steps=10)
     trajs = toy_batch(model, 2, 4, step=0)
-    d = learner.update(trajs).to_dict()
+    d = learner.update(trajs)
     assert set(d) == METRICS and all(isinstance(v, float) for v in d.values())
     assert d["tokens_trained"] == 16.0 and d["skipped"] == 0.0 and d["lr"] == 1e-2
     assert d["logprob_gap"] < 1e-5 and abs(d["ratio_mean"] - 1) < 1e-5 and d["clip_frac"] == 0.0
@@ -50,30 +50,30 @@ def test_metrics_and_on_policy_ratios(new_model, toy_batch):
 
 def test_planted_nan_gradient_leaves_params_and_optimizer_bitwise_unchanged(new_model, toy_batch):
     model = new_model(0)
-    learner = Learner(model, LearnerConfig(lr=1e-2))
+    learner = rl_trainer(model, LearnerConfig(lr=1e-2))
     trajs = toy_batch(model, 2, 4, step=0)
     learner.update(trajs)
     before, opt_before = _params(model), _opt_state(learner)
     h = model.model.layers[0].mlp.down_proj.weight.register_hook(lambda g: g * float("nan"))
-    stats = learner.update(trajs).to_dict()
+    stats = learner.update(trajs)
     h.remove()
     assert stats["skipped"] == 1.0 and stats["guard/nonfinite"] == 1.0 and not math.isfinite(stats["grad_norm"])
     assert _same(before, _params(model)) and _same_opt(opt_before, _opt_state(learner))
-    assert learner.update(trajs).to_dict()["skipped"] == 0.0 and not _same(before, _params(model))
+    assert learner.update(trajs)["skipped"] == 0.0 and not _same(before, _params(model))
 
 
 def test_bad_trajectories_are_masked_and_counted(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 2, 4, step=0)
-    ref = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2))
+    ref = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2))
     ref.update(trajs)
     nan_lp = list(trajs[0].behavior_logprobs)
     nan_lp[2] = float("nan")
     bad = [replace(trajs[0], spec=replace(trajs[0].spec, index=100, group=50), behavior_logprobs=tuple(nan_lp)),
            replace(trajs[1], spec=replace(trajs[1].spec, index=101, group=51), reward=float("nan")),
            replace(trajs[2], spec=replace(trajs[2].spec, index=102, group=52), error="env crashed")]
-    learner = Learner(model, LearnerConfig(lr=1e-2))
-    d = learner.update(trajs + bad).to_dict()
+    learner = rl_trainer(model, LearnerConfig(lr=1e-2))
+    d = learner.update(trajs + bad)
     assert d["guard/bad_trajectories"] == 3.0 and d["tokens_trained"] == 16.0 and math.isfinite(d["loss"])
     for k, v in _params(model).items():
         assert torch.allclose(v, ref.model.state_dict()[k], atol=1e-6), k
@@ -82,10 +82,10 @@ def test_bad_trajectories_are_masked_and_counted(new_model, toy_batch):
 def test_batch_without_trainable_tokens_does_not_step(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 2, 4, step=0)
-    learner = Learner(model, LearnerConfig(lr=1e-2))
+    learner = rl_trainer(model, LearnerConfig(lr=1e-2))
     learner.update(trajs)
     before = _params(model)
-    d = learner.update([replace(t, error="tool timeout") for t in trajs]).to_dict()
+    d = learner.update([replace(t, error="tool timeout") for t in trajs])
     assert d["skipped"] == 1.0 and d["tokens_trained"] == 0.0 and d["guard/bad_trajectories"] == 8.0
     assert _same(before, _params(model)) and d["guard/consecutive_skips"] == 0.0
 
@@ -100,8 +100,8 @@ def test_observation_behaviour_logprobs_do_not_matter(new_model, toy_batch):
         changed.append(replace(t, behavior_logprobs=tuple(lp)))
     results = []
     for batch in (trajs, changed):
-        learner = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2, grad_clip=0.0))
-        stats = learner.update(batch).to_dict()
+        learner = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2, grad_clip=0.0))
+        stats = learner.update(batch)
         grads = {n: p.grad.clone() for n, p in learner.model.named_parameters()}
         results.append((stats, grads, _params(learner.model)))
     assert results[0][0] == results[1][0]
@@ -114,7 +114,7 @@ def test_b2_stale_behaviour_logprobs_far_off_stay_finite(new_model, toy_batch):
     trajs = toy_batch(model, 2, 4, step=0)
     off = [replace(t, behavior_logprobs=tuple(lp - 100.0 if m else lp for lp, m in zip(t.behavior_logprobs, t.action_mask)))
            for t in trajs]
-    d = Learner(model, LearnerConfig(lr=1e-2)).update(off).to_dict()
+    d = rl_trainer(model, LearnerConfig(lr=1e-2)).update(off)
     assert d["skipped"] == 0.0 and math.isfinite(d["loss"]) and math.isfinite(d["grad_norm"])
     assert d["tis_clip_frac"] == 1.0 and d["logprob_gap"] == pytest.approx(100.0, abs=1e-3)
     assert d["ratio_max"] == pytest.approx(math.exp(20.0), rel=1e-5)
@@ -131,7 +131,7 @@ def test_gradient_independent_of_micro_batch_size(new_model, toy_batch, traj, ag
     for size in (1, 2, 4, 8):
         cfg = LearnerConfig(lr=1e-2, micro_batch=size, grad_clip=0.0, aggregation=aggregation, kl_coef=0.1,
                             entropy_coef=0.01)
-        learner = Learner(copy.deepcopy(model), cfg)
+        learner = rl_trainer(copy.deepcopy(model), cfg)
         learner.update(trajs)
         grads.append(torch.cat([p.grad.flatten() for p in learner.model.parameters()]))
     assert grads[0].abs().sum() > 0
@@ -145,8 +145,8 @@ def test_two_updates_from_same_state_are_bitwise_identical_and_global_rng_untouc
     rng = torch.get_rng_state()
     outs = []
     for _ in range(2):
-        learner = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2, epochs=2, micro_batch=3))
-        s = [learner.update(trajs).to_dict(), learner.update(trajs).to_dict()]
+        learner = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2, epochs=2, micro_batch=3))
+        s = [learner.update(trajs), learner.update(trajs)]
         outs.append((s, _params(learner.model), _opt_state(learner)))
     assert outs[0][0] == outs[1][0] and _same(outs[0][1], outs[1][1]) and _same_opt(outs[0][2], outs[1][2])
     assert torch.equal(rng, torch.get_rng_state())
@@ -157,32 +157,32 @@ def test_resume_from_state_dict_is_bitwise(new_model, toy_batch):
                         spike_min_history=2)
     model = new_model(0)
     batches = [toy_batch(model, 2, 4, step=s) for s in range(4)]
-    a = Learner(copy.deepcopy(model), cfg, total_steps=6)
+    a = rl_trainer(copy.deepcopy(model), cfg, total_steps=6)
     a.update(batches[0])
     a.update(batches[1])
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
-    tail_a = [a.update(b).to_dict() for b in batches[2:]]
-    b = Learner(new_model(7), cfg, total_steps=6)  # different weights, overwritten by the state
+    tail_a = [a.update(b) for b in batches[2:]]
+    b = rl_trainer(new_model(7), cfg, total_steps=6)  # different weights, overwritten by the state
     buf.seek(0)
     b.load_state_dict(torch.load(buf, weights_only=True))
-    tail_b = [b.update(x).to_dict() for x in batches[2:]]
+    tail_b = [b.update(x) for x in batches[2:]]
     assert tail_a == tail_b
     assert _same(_params(a.model), _params(b.model)) and _same_opt(_opt_state(a), _opt_state(b))
-    assert _same(_params(a.ref_model), _params(b.ref_model))
-    assert a.state_dict()["spike_loss"] == b.state_dict()["spike_loss"] and len(a.spike_loss.values) == 4
+    assert _same(_params(a.objective.ref_model), _params(b.objective.ref_model))
+    assert a.state_dict()["spike_loss"] == b.state_dict()["spike_loss"] and len(a.guard.spike_loss.values) == 4
 
 
 def test_token_advantages_override_the_estimator(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 2, 4, step=0)
-    a = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2))
+    a = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2))
     a.update(trajs)
-    adv = a.estimator([t.reward for t in trajs], [t.spec.group for t in trajs]).advantages
-    b = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2))
+    adv = a.objective.estimator([t.reward for t in trajs], [t.spec.group for t in trajs]).advantages
+    b = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2))
     b.update(trajs, token_advantages=[torch.full((len(t.tokens),), float(x)) for t, x in zip(trajs, adv)])
     assert _same(_params(a.model), _params(b.model))
-    c = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2, grad_clip=0.0))
+    c = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2, grad_clip=0.0))
     c.update(trajs, token_advantages=[torch.zeros(len(t.tokens)) for t in trajs])
     assert all(p.grad.abs().sum() == 0 for p in c.model.parameters())
 
@@ -191,35 +191,35 @@ def test_zero_variance_groups_counted_and_filtered(new_model, traj):
     model = new_model(0)
     trajs = [traj(i, [3, 4, 5], [0, 1, 1], [0.0, -2.0, -2.0], reward=1.0, group=0, member=i) for i in range(3)]
     trajs += [traj(3 + i, [3, 4, 6], [0, 1, 1], [0.0, -2.0, -2.0], reward=float(i), group=1, member=i) for i in range(2)]
-    d = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2)).update(trajs).to_dict()
+    d = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2)).update(trajs)
     assert d["zero_adv_groups"] == 1.0 and d["tokens_trained"] == 10.0 and math.isfinite(d["loss"])
-    d = Learner(copy.deepcopy(model), LearnerConfig(lr=1e-2, filter_zero_groups=True)).update(trajs).to_dict()
+    d = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2, filter_zero_groups=True)).update(trajs)
     assert d["tokens_trained"] == 4.0 and d["guard/filtered_trajectories"] == 3.0
 
 
 def test_spike_in_update_is_skipped(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 2, 4, step=0)
-    learner = Learner(model, LearnerConfig(lr=1e-4, spike_min_history=3, grad_clip=0.0))
+    learner = rl_trainer(model, LearnerConfig(lr=1e-4, spike_min_history=3, grad_clip=0.0))
     ones = [torch.ones(len(t.tokens)) for t in trajs]
     for _ in range(4):
-        assert learner.update(trajs, token_advantages=ones).to_dict()["skipped"] == 0.0
+        assert learner.update(trajs, token_advantages=ones)["skipped"] == 0.0
     before = _params(model)
-    d = learner.update(trajs, token_advantages=[x * 1e4 for x in ones]).to_dict()
+    d = learner.update(trajs, token_advantages=[x * 1e4 for x in ones])
     assert d["skipped"] == 1.0 and d["guard/spike_grad"] == 1.0 and _same(before, _params(model))
-    assert learner.update(trajs, token_advantages=ones).to_dict()["skipped"] == 0.0
+    assert learner.update(trajs, token_advantages=ones)["skipped"] == 0.0
 
 
 def test_repeated_skips_roll_back_then_raise(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 2, 4, step=0)
     cfg = LearnerConfig(lr=1e-2, max_consecutive_skips=2, max_rollbacks=1, rollback_lr_factor=0.5)
-    learner = Learner(model, cfg)
+    learner = rl_trainer(model, cfg)
     learner.update(trajs)
     good = _params(model)
     h = model.lm_head.weight.register_hook(lambda g: g * float("inf"))
-    d1 = learner.update(trajs).to_dict()
-    d2 = learner.update(trajs).to_dict()
+    d1 = learner.update(trajs)
+    d2 = learner.update(trajs)
     assert (d1["guard/rollbacks"], d2["guard/rollbacks"], d2["guard/lr_scale"]) == (0.0, 1.0, 0.5)
     assert _same(good, _params(model))
     assert learner.current_lr() == pytest.approx(0.5e-2)
@@ -232,22 +232,22 @@ def test_repeated_skips_roll_back_then_raise(new_model, toy_batch):
 def test_lr_warmup_and_cosine_schedule(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 1, 2, step=0)
-    learner = Learner(model, LearnerConfig(lr=1.0, warmup_steps=2, schedule="cosine"), total_steps=6)
-    lrs = [learner.update(trajs).to_dict()["lr"] for _ in range(7)]
+    learner = rl_trainer(model, LearnerConfig(lr=1.0, warmup_steps=2, schedule="cosine"), total_steps=6)
+    lrs = [learner.update(trajs)["lr"] for _ in range(7)]
     expect = [0.5, 1.0, 1.0] + [0.5 * (1 + math.cos(math.pi * p / 4)) for p in (1, 2, 3, 4)]
     assert lrs == pytest.approx(expect)
 
 
 def test_weights_are_detached_copies(new_model):
     model = new_model(0)
-    w = Learner(model, LearnerConfig()).weights()
+    w = rl_trainer(model, LearnerConfig()).weights()
     w["lm_head.weight"].zero_()
     assert model.lm_head.weight.abs().sum() > 0 and not w["lm_head.weight"].requires_grad
 
 
 def test_config_is_checked(new_model):
     with pytest.raises(ValueError, match="micro_batch"):
-        Learner(new_model(0), LearnerConfig(micro_batch=0))
+        rl_trainer(new_model(0), LearnerConfig(micro_batch=0))
 
 
 def _p_rewarded(model):
@@ -266,8 +266,8 @@ def test_toy_problem_reward_rises(new_model, toy_batch, cfg):
     model = new_model(5)
     p0 = _p_rewarded(model)
     assert 0.45 <= p0 <= 0.6
-    learner = Learner(model, cfg, total_steps=30)
-    rewards = [learner.update(toy_batch(model, 4, 4, step=step, seed=1)).to_dict()["reward_mean"] for step in range(30)]
+    learner = rl_trainer(model, cfg, total_steps=30)
+    rewards = [learner.update(toy_batch(model, 4, 4, step=step, seed=1))["reward_mean"] for step in range(30)]
     assert sum(rewards[:2]) / 2 < 0.8
     assert sum(rewards[-5:]) / 5 > 0.9 and _p_rewarded(model) > 0.9
     assert learner.counters["nonfinite"] == 0 and learner.counters["rollbacks"] == 0

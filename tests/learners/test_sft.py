@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from steprl.learners.config import WarmupConfig
-from steprl.learners.sft import SFTTrainer, sft_batch
+from steprl.learners.sft import sft_batch
+from steprl.learners.trainer import sft_trainer
 
 DATA = [([3, 4, 5, 6, 7, 8], [0, 0, 1, 1, 1, 1]), ([3, 9, 10, 11, 12], [0, 0, 1, 0, 1]), ([2, 13, 14, 15], [0, 1, 1, 1])]
 
@@ -21,26 +22,26 @@ def _batch_for_step(k):
 
 
 def test_loss_counts_only_action_tokens(new_model):
-    trainer = SFTTrainer(new_model(0), WarmupConfig(steps=5, warmup_steps=1), seed=0, pad_id=0)
+    trainer = sft_trainer(new_model(0), WarmupConfig(steps=5, warmup_steps=1), seed=0, pad_id=0)
     with torch.no_grad():
-        base = float(trainer.loss([([3, 4, 5, 6], [0, 1, 1, 0])]))
-        assert float(trainer.loss([([3, 4, 5, 9], [0, 1, 1, 0])])) == base  # last target not trained
-        assert float(trainer.loss([([3, 4, 5, 9], [0, 1, 1, 1])])) != base
+        base = float(trainer.objective.loss([([3, 4, 5, 6], [0, 1, 1, 0])]))
+        assert float(trainer.objective.loss([([3, 4, 5, 9], [0, 1, 1, 0])])) == base  # last target not trained
+        assert float(trainer.objective.loss([([3, 4, 5, 9], [0, 1, 1, 1])])) != base
     tokens, attn, mask = sft_batch(DATA, pad_id=0)
     assert tokens.shape == (3, 6) and mask.tolist()[1] == [0, 1, 0, 1, 0] and attn.sum() == 15
 
 
 def test_lr_warmup_then_cosine_to_ten_percent(new_model):
-    trainer = SFTTrainer(new_model(0), WarmupConfig(steps=6, warmup_steps=2, lr=1.0), seed=0, pad_id=0)
+    trainer = sft_trainer(new_model(0), WarmupConfig(steps=6, warmup_steps=2, lr=1.0), seed=0, pad_id=0)
     lrs = []
     for k in range(6):
-        lrs.append(trainer.lr())
+        lrs.append(trainer.current_lr())
         trainer.step += 1
     assert lrs == pytest.approx([0.5, 1.0, 1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p / 4)) for p in (1, 2, 3)])
 
 
 def test_sft_loss_drops_by_half(new_model):
-    trainer = SFTTrainer(new_model(0), WarmupConfig(steps=40, warmup_steps=5, lr=1e-2), seed=0, pad_id=0)
+    trainer = sft_trainer(new_model(0), WarmupConfig(steps=40, warmup_steps=5, lr=1e-2), seed=0, pad_id=0)
     seen = []
     losses = trainer.run(_batch_for_step, on_step=lambda k, loss: seen.append(k))
     assert seen == list(range(40)) and len(losses) == 40
@@ -50,13 +51,13 @@ def test_sft_loss_drops_by_half(new_model):
 
 def test_sft_resume_is_bitwise(new_model):
     cfg = WarmupConfig(steps=6, warmup_steps=2, lr=1e-2)
-    a = SFTTrainer(new_model(0), cfg, seed=0, pad_id=0)
-    a.train_step(_batch_for_step(0))
-    a.train_step(_batch_for_step(1))
+    a = sft_trainer(new_model(0), cfg, seed=0, pad_id=0)
+    a.update(_batch_for_step(0))
+    a.update(_batch_for_step(1))
     buf = io.BytesIO()
     torch.save(a.state_dict(), buf)
     tail_a = a.run(_batch_for_step)
-    b = SFTTrainer(new_model(9), cfg, seed=0, pad_id=0)
+    b = sft_trainer(new_model(9), cfg, seed=0, pad_id=0)
     buf.seek(0)
     b.load_state_dict(torch.load(buf, weights_only=True))
     tail_b = b.run(_batch_for_step)
@@ -66,14 +67,26 @@ def test_sft_resume_is_bitwise(new_model):
 
 def test_sft_nonfinite_step_is_skipped(new_model):
     model = new_model(0)
-    trainer = SFTTrainer(model, WarmupConfig(steps=5, warmup_steps=1), seed=0, pad_id=0)
-    trainer.train_step(DATA)
+    trainer = sft_trainer(model, WarmupConfig(steps=5, warmup_steps=1), seed=0, pad_id=0)
+    trainer.update(DATA)
     before = copy.deepcopy(model.state_dict())
     opt_before = copy.deepcopy(trainer.optimizer.state_dict()["state"])
     h = model.lm_head.weight.register_hook(lambda g: g * float("nan"))
-    trainer.train_step(DATA)
+    trainer.update(DATA)
     h.remove()
-    assert trainer.skipped == 1 and trainer.step == 2
+    assert trainer.counters["nonfinite"] == 1 and trainer.step == 2
     assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items())
     st = trainer.optimizer.state_dict()["state"]
     assert all(torch.equal(st[i][k], opt_before[i][k]) for i in st for k in st[i])
+
+
+def test_sft_grad_clip_is_configurable_and_guards_cost_nothing(new_model):
+    a = sft_trainer(new_model(0), WarmupConfig(steps=3, warmup_steps=1, lr=1e-2), seed=0, pad_id=0)
+    m = a.update(DATA)
+    assert m["grad_norm"] > 1.0 and a.counters["grad_clipped"] == 1 and m["skipped"] == 0.0 and m["lr"] == 1e-2
+    assert a.guard.rollback.snapshot is None and a.guard.spike_loss.values == []  # no snapshot, no spike window
+    b = sft_trainer(new_model(0), WarmupConfig(steps=3, warmup_steps=1, lr=1e-2, grad_clip=0.0), seed=0, pad_id=0)
+    assert b.update(DATA)["loss"] == m["loss"] and b.counters["grad_clipped"] == 0
+    assert any(not torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
+    with pytest.raises(ValueError, match="grad_clip"):
+        sft_trainer(new_model(0), WarmupConfig(grad_clip=-1.0), seed=0, pad_id=0)

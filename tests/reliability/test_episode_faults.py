@@ -13,7 +13,8 @@ import math
 import pytest
 import torch
 
-from steprl.learners.policy_gradient import Learner, trajectory_is_valid
+from steprl.learners.policy_gradient import trajectory_is_valid
+from steprl.learners.trainer import rl_trainer
 from steprl.rollout.plan import plan_step
 from steprl.rollout.seeding import derive
 from steprl.rollout.workers import RolloutPool
@@ -45,7 +46,7 @@ def planted_rewards(trajs, tag: str):
 
 def learner_for(cfg, model):
     """A learner on `model` with the run's settings."""
-    return Learner(model, cfg.learner, temperature=cfg.rollout.sampling.temperature, total_steps=10, pad_id=0)
+    return rl_trainer(model, cfg.learner, temperature=cfg.rollout.sampling.temperature, total_steps=10, pad_id=0)
 
 
 def state_bytes(learner) -> list[bytes]:
@@ -74,7 +75,7 @@ def test_env_raising_in_step_is_truncated_masked_and_counted(world):
                  if t.error else t for t in trajs]
     a, b = learner_for(cfg, copy.deepcopy(policy.model)), learner_for(cfg, copy.deepcopy(policy.model))
     before = state_bytes(a)
-    sa, sb = a.update(trajs).to_dict(), b.update(scrambled).to_dict()
+    sa, sb = a.update(trajs), b.update(scrambled)
     assert state_bytes(a) == state_bytes(b)
     assert state_bytes(a) != before  # the valid episodes did train
     assert sa["guard/bad_trajectories"] == len(failed) == sb["guard/bad_trajectories"]
@@ -90,11 +91,11 @@ def test_nonfinite_gradient_skips_the_step_then_training_continues(world, bad):
     before = state_bytes(learner)
     p = next(learner.model.parameters())
     hook = p.register_hook(lambda g: torch.full_like(g, bad))
-    s = learner.update(trajs).to_dict()
+    s = learner.update(trajs)
     hook.remove()
     assert s["skipped"] == 1.0 and s["guard/nonfinite"] == 1.0
     assert state_bytes(learner) == before  # parameters and optimizer state untouched
-    s2 = learner.update(trajs).to_dict()
+    s2 = learner.update(trajs)
     assert s2["skipped"] == 0.0 and s2["guard/nonfinite"] == 1.0 and state_bytes(learner) != before
     assert all(torch.isfinite(q).all() for q in learner.model.parameters())
 
@@ -114,12 +115,12 @@ def test_nonfinite_reward_or_logprob_is_masked_and_counted(world, where, bad):
         trajs[3] = dataclasses.replace(victim, behavior_logprobs=tuple(lps))
     learner = learner_for(cfg, copy.deepcopy(policy.model))
     before = state_bytes(learner)
-    s = learner.update(trajs).to_dict()
+    s = learner.update(trajs)
     assert s["guard/bad_trajectories"] == 1.0 and s["skipped"] == 0.0  # masked, the step still trains
     assert state_bytes(learner) != before
     assert all(math.isfinite(v) for k, v in s.items())
     assert all(torch.isfinite(q).all() for q in learner.model.parameters())
-    s2 = learner.update(planted_rewards(pool.play(plan_step(cfg, 0)), "nf")).to_dict()  # the run continues
+    s2 = learner.update(planted_rewards(pool.play(plan_step(cfg, 0)), "nf"))  # the run continues
     assert s2["guard/bad_trajectories"] == 1.0 and s2["skipped"] == 0.0
 
 
@@ -130,10 +131,10 @@ def test_skipped_weight_sync_makes_logprob_gap_jump_within_one_step(world):
         pool = RolloutPool(pool_parts(cfg)[1], cfg.rollout)
         learner = learner_for(cfg, copy.deepcopy(policy.model))
         pool.set_weights(0, learner.weights())
-        s0 = learner.update(planted_rewards(pool.play(plan_step(cfg, 0)), "sync0")).to_dict()
+        s0 = learner.update(planted_rewards(pool.play(plan_step(cfg, 0)), "sync0"))
         if mode == "synced":
             pool.set_weights(1, learner.weights())
-        s1 = learner.update(planted_rewards(pool.play(plan_step(cfg, 1)), "sync1")).to_dict()
+        s1 = learner.update(planted_rewards(pool.play(plan_step(cfg, 1)), "sync1"))
         gaps[mode] = (s0["logprob_gap"], s1["logprob_gap"])
     on_policy = max(gaps["synced"][0], gaps["synced"][1], gaps["skipped"][0])
     stale = gaps["skipped"][1]

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from steprl.learners.policy_gradient import Learner
+from steprl.learners.trainer import Trainer
 from steprl.pipeline import resume, train
 from steprl.rollout.plan import rollout_version
 from steprl.rollout.store import read_step
@@ -59,13 +59,13 @@ def test_staleness_1_ray_with_random_delays_equals_inline(smoke, ray_session, mo
     slow = ["env.id=relenvs:reliability/SlowCalc-v0", "env.kwargs.max_delay_s=0.01", "stages=[rl]", *PIPE]
     train(smoke(*slow, "rollout.executor=inline", name="inline"))
     jitter = random.Random(time.time_ns())
-    update = Learner.update
+    update = Trainer.update
 
     def slow_update(self, *a, **kw):
         time.sleep(jitter.random() * 0.3)
         return update(self, *a, **kw)
 
-    monkeypatch.setattr(Learner, "update", slow_update)
+    monkeypatch.setattr(Trainer, "update", slow_update)
     train(smoke(*slow, "rollout.executor=ray", "rollout.workers=1", name="ray1"))
     train(smoke(*slow, "rollout.executor=ray", "rollout.workers=2", name="ray2"))
     root = Path(smoke().run.root)
