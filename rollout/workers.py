@@ -25,7 +25,7 @@ from steprl.agents.fast_forward import FastCausalLM
 from steprl.agents.fast_forward import supports as fast_forward_supports
 from steprl.rollout.config import RolloutConfig, SamplingConfig
 from steprl.rollout.episode import play_micro_batch
-from steprl.rollout.plan import micro_batches
+from steprl.rollout.plan import spec_micro_batches
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 log = logging.getLogger(__name__)
@@ -159,7 +159,7 @@ class RolloutPool:
         """Play all specs with the current version; returns trajectories sorted by episode index."""
         if self.version is None:
             raise RolloutError("no weights were sent to the pool (call set_weights first)")
-        mbs = micro_batches(specs, micro_batch or self.cfg.micro_batch)
+        mbs = spec_micro_batches(specs, micro_batch or self.cfg.micro_batch)
         if self._ray is None:
             out = [t for mb in mbs for t in self.workers[0].play(mb, self.version, greedy)]
         else:

@@ -43,27 +43,13 @@ from steprl.learners.distill import Distiller, check_same_tokenizer, reverse_kl_
 from steprl.learners.policy_gradient import Learner
 from steprl.memory import release_free_memory
 from steprl.metrics import MetricsLogger
-from steprl.rollout.plan import HALF, plan_eval
+from steprl.rollout.plan import plan_distill, plan_eval
 from steprl.rollout.seeding import derive
 from steprl.rollout.store import steps_digest, write_step
-from steprl.rollout.trajectory import EpisodeSpec
 from steprl.rollout.workers import RolloutPool, WorkerSpec
 from steprl.run_dir import run_path, write_summary
 
 log = logging.getLogger(__name__)
-
-
-def plan_distill(cfg: Config, step: int) -> list[EpisodeSpec]:
-    """Episodes of distillation step `step`: groups x group_size specs from the 'distill' stream (pure).
-
-    Env seeds lie in the training half [0, 2**31), so they never equal an evaluation seed.
-    """
-    if step < 0:
-        raise ValueError(f"step must be >= 0, got {step}")
-    seed, size = cfg.run.seed, cfg.rollout.group_size
-    return [EpisodeSpec(step, g * size + m, g, m, cfg.env.id, derive(seed, "distill", 0, step, g) % HALF,
-                        derive(seed, "distill", 1, step, g * size + m))
-            for g in range(cfg.rollout.groups) for m in range(size)]
 
 
 def picks_on_policy(cfg: Config, step: int) -> bool:

@@ -11,9 +11,9 @@ import torch
 from steprl.agents.tokenizer import build_char_tokenizer
 from steprl.cli import main
 from steprl.config import load_config
-from steprl.distill import distill_from_config, picks_on_policy, plan_distill
+from steprl.distill import distill_from_config, picks_on_policy
 from steprl.metrics import read_metrics
-from steprl.rollout.plan import HALF, plan_eval, plan_step
+from steprl.rollout.plan import HALF, plan_distill, plan_eval, plan_step
 
 STUDENT = ["distill.student.layers=1", "distill.student.hidden=16", "distill.student.heads=2", "distill.student.kv_heads=2",
            "distill.student.intermediate=32", "distill.student.max_positions=256"]
