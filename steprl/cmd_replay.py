@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from steprl.rollout.workers import RolloutWorker, WorkerSpec
 
     worker = RolloutWorker(WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, cfg.rollout.worker_threads,
-                                      cfg.rollout.fast_forward))
+                                      cfg.rollout.fast_forward, backend=cfg.rollout.backend))
     worker.set_weights(version, policy.model.state_dict())
     specs = plan_step(cfg, args.step)
     try:

@@ -152,7 +152,7 @@ def student_pool(cfg: Config, student: Policy) -> RolloutPool:
     """
     rcfg = cfg.rollout if cfg.rollout.executor == "inline" else replace(cfg.rollout, num_cpus_per_worker=0.0)
     spec = WorkerSpec(student.model.config, student.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, cfg.rollout.worker_threads,
-                      cfg.rollout.fast_forward)
+                      cfg.rollout.fast_forward, backend=cfg.rollout.backend)
     return RolloutPool(spec, rcfg, cfg.ray.address, cfg.ray.num_cpus)
 
 

@@ -58,7 +58,8 @@ class RunState:
         """The rollout pool, built on first use (Ray starts here)."""
         if self.pool is None:
             spec = WorkerSpec(self.policy.model.config, self.policy.tokenizer, dict(self.cfg.env.kwargs),
-                              self.cfg.rollout.sampling, self.cfg.rollout.worker_threads, self.cfg.rollout.fast_forward)
+                              self.cfg.rollout.sampling, self.cfg.rollout.worker_threads, self.cfg.rollout.fast_forward,
+                              backend=self.cfg.rollout.backend)
             self.pool = RolloutPool(spec, self.cfg.rollout, self.cfg.ray.address, self.cfg.ray.num_cpus)
         return self.pool
 
