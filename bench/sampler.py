@@ -24,7 +24,8 @@ from steprl.agents.config import TokenizerConfig
 from steprl.agents.fast_forward import FastCausalLM
 from steprl.agents.policy import build_policy
 from steprl.config import load_config
-from steprl.rollout.sampler import GenerationBatch, SamplingParams
+from steprl.rollout.backends.hf import GenerationBatch
+from steprl.rollout.sampler import SamplingParams
 
 
 def prompts_for(tf, batch: int) -> list[list[int]]:

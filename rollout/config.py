@@ -26,7 +26,10 @@ class RolloutConfig:
     """The rollout pool: how many episodes a step plays, in which micro-batches, on which executor."""
 
     executor: str = "ray"
-    """`ray` (actors) or `inline` (same process; tests, replay, debugging)."""
+    """`ray` (actors) or `inline` (same process; tests, replay, debugging). Where workers run."""
+    backend: str = "hf"
+    """How workers generate turns (rollout/backends/): `hf` (transformers, fused forward, KV cache) or a
+    `module:attr` import path to a factory taking the WorkerSpec and returning a TurnGenerator."""
     workers: int = 2
     """Number of rollout workers (Ray actors). Never changes the data."""
     groups: int = 8
@@ -64,6 +67,11 @@ class RolloutConfig:
         out = []
         if self.executor not in ("ray", "inline"):
             out.append(("executor", f"expected 'ray' or 'inline', got {self.executor!r}"))
+        from steprl.rollout.backends import backend_problem  # local: a `module:attr` backend is imported to check it
+
+        bad_backend = backend_problem(self.backend)
+        if bad_backend:
+            out.append(("backend", bad_backend))
         for name in ("workers", "groups", "group_size", "micro_batch", "worker_threads"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
@@ -73,8 +81,10 @@ class RolloutConfig:
             out.append(("max_retries", f"expected >= 0, got {self.max_retries}"))
         if self.staleness not in (0, 1):
             out.append(("staleness", f"expected 0 or 1, got {self.staleness}"))
-        if self.micro_batch > 0 and self.groups > 0 and self.group_size > 0 and self.episodes_per_step % self.micro_batch:
-            out.append(("micro_batch", f"must divide the episodes per step (groups*group_size = {self.episodes_per_step}), got {self.micro_batch}"))
+        n = self.episodes_per_step
+        if self.micro_batch > 0 and self.groups > 0 and self.group_size > 0 and n % self.micro_batch:
+            why = f"must divide the episodes per step (groups*group_size = {n}), got {self.micro_batch}"
+            out.append(("micro_batch", why))
         s = self.sampling
         if not s.temperature > 0:
             out.append(("sampling.temperature", f"expected > 0, got {s.temperature}"))

@@ -1,8 +1,8 @@
 """Play a micro-batch of episodes to the end, one agent turn for all live episodes at a time.
 
-Each env is reset with its spec's `env_seed`; the agent's turns are generated together by one
-`GenerationBatch` (a fixed micro-batch sharing a KV cache); each turn's text goes to its env,
-and the observation is appended to that row's cache. An episode ends when its env terminates
+Each env is reset with its spec's `env_seed`; the agent's turns are generated together by the
+worker's `TurnGenerator` (rollout/backends/base.py: one fixed micro-batch at a time); each
+turn's text goes to its env, and the observation is appended to that row. An episode ends when its env terminates
 or truncates, when it runs out of token budget, or when its env raises (then it is truncated
 with the error recorded: one broken env never kills the micro-batch).
 """
@@ -14,10 +14,9 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-import torch
-
+from steprl.rollout.backends.base import TurnGenerator
 from steprl.rollout.config import SamplingConfig
-from steprl.rollout.sampler import GenerationBatch, SamplingParams
+from steprl.rollout.sampler import SamplingParams
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 log = logging.getLogger(__name__)
@@ -47,29 +46,32 @@ def sampling_params(cfg: SamplingConfig, greedy: bool = False) -> SamplingParams
     return SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, greedy=greedy)
 
 
-@torch.no_grad()
 def play_micro_batch(
-    model: Any,
+    generator: TurnGenerator,
     turn_format: Any,
     envs: Sequence[Any],
     specs: Sequence[EpisodeSpec],
     sampling: SamplingConfig,
     policy_version: int,
-    pad_id: int,
     greedy: bool = False,
 ) -> list[Trajectory]:
-    """Play `specs` (one env instance each, reused across calls) to the end; returns trajectories in spec order."""
+    """Play `specs` (one env instance each, reused across calls) to the end; returns trajectories in spec order.
+
+    `generator` must hold the weights of `policy_version`; it is prefilled with this micro-batch.
+    """
     rows = [_reset(env, spec, turn_format) for env, spec in zip(envs, specs)]
     budget = sampling.max_episode_tokens
     for r in rows:
         if len(r.tokens) >= budget:
-            r.live, r.truncated, r.error = False, True, r.error or f"prompt ({len(r.tokens)} tokens) exceeds max_episode_tokens ({budget})"
-    batch = GenerationBatch(model, [r.tokens for r in rows], [s.sample_key for s in specs], sampling_params(sampling, greedy), pad_id)
+            why = f"prompt ({len(r.tokens)} tokens) exceeds max_episode_tokens ({budget})"
+            r.live, r.truncated, r.error = False, True, r.error or why
+    generator.prefill([r.tokens for r in rows], [s.sample_key for s in specs], sampling_params(sampling, greedy))
     turn = 0
     while any(r.live for r in rows):
         active = [r.live for r in rows]
         max_new = [max(1, min(sampling.max_new_tokens, budget - len(r.tokens))) for r in rows]
-        results = batch.generate_turn(active, [turn] * len(rows), max_new, [r.stop for r in rows], turn_format.decode)
+        stops = [r.stop for r in rows]
+        results = generator.generate_turn(active, [turn] * len(rows), max_new, stops, turn_format.decode)
         for i, (r, env, res) in enumerate(zip(rows, envs, results)):
             if not r.live:
                 continue
@@ -88,7 +90,7 @@ def play_micro_batch(
             r.tokens += obs_ids
             r.mask += [0] * len(obs_ids)
             r.logprobs += [0.0] * len(obs_ids)
-            batch.append(i, obs_ids)
+            generator.append(i, obs_ids)
         turn += 1
     return [_trajectory(r, policy_version) for r in rows]
 

@@ -1,5 +1,8 @@
 """What a step plays: `plan_step(cfg, step)` is a pure function of the config, the seed and the step.
 
+`plan_distill` and `plan_eval` do the same for distillation steps and held-out episodes, and
+`spec_micro_batches` cuts a step's specs into the fixed micro-batches workers play.
+
 Group g of step N plays task `env_seed = derive(seed, "env", N, g)` (training half of the seed
 space); its members differ only in `sample_key = derive(seed, "sample", N, index)`. Nothing
 here depends on the number of workers, the wall clock or any mutable state.
@@ -53,18 +56,11 @@ def rollout_version(step: int, staleness: int) -> int:
     return max(int(step) - int(staleness), 0)
 
 
-def plan_eval(seed: int, env_id: str, episodes: int, stream_step: int = -1) -> list[EpisodeSpec]:
-    """Held-out episodes 0..episodes-1 (one per group), with sample keys from the 'eval' stream."""
-    return [
-        EpisodeSpec(stream_step, i, i, 0, env_id, eval_env_seed(seed, i), derive(seed, "eval", i, 1))
-        for i in range(episodes)
-    ]
-
-
 def plan_distill(cfg: Any, step: int) -> list[EpisodeSpec]:
     """Episodes of distillation step `step`: groups x group_size specs from the 'distill' stream (pure).
 
     Env seeds lie in the training half [0, 2**31), so they never equal an evaluation seed.
+    `cfg` needs `run.seed`, `env.id`, `rollout.groups` and `rollout.group_size`.
     """
     if step < 0:
         raise ValueError(f"step must be >= 0, got {step}")
@@ -74,7 +70,15 @@ def plan_distill(cfg: Any, step: int) -> list[EpisodeSpec]:
             for g in range(cfg.rollout.groups) for m in range(size)]
 
 
-def micro_batches(specs: Sequence[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
+def plan_eval(seed: int, env_id: str, episodes: int, stream_step: int = -1) -> list[EpisodeSpec]:
+    """Held-out episodes 0..episodes-1 (one per group), with sample keys from the 'eval' stream."""
+    return [
+        EpisodeSpec(stream_step, i, i, 0, env_id, eval_env_seed(seed, i), derive(seed, "eval", i, 1))
+        for i in range(episodes)
+    ]
+
+
+def spec_micro_batches(specs: Sequence[EpisodeSpec], size: int) -> list[list[EpisodeSpec]]:
     """Split specs (sorted by index) into fixed micro-batches [k*size, (k+1)*size) by episode index."""
     if size <= 0:
         raise ValueError(f"micro-batch size must be positive, got {size}")

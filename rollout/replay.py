@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from steprl.rollout.plan import micro_batches
+from steprl.rollout.plan import spec_micro_batches
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 
@@ -51,9 +51,11 @@ def compare(recorded: Sequence[Trajectory], replayed: Sequence[Trajectory]) -> l
     return out
 
 
-def select_micro_batches(specs: Sequence[EpisodeSpec], micro_batch: int, episode: int | None) -> list[list[EpisodeSpec]]:
+def select_micro_batches(
+    specs: Sequence[EpisodeSpec], micro_batch: int, episode: int | None
+) -> list[list[EpisodeSpec]]:
     """All micro-batches of the step, or only the one holding `episode` (same membership as when recorded)."""
-    mbs = micro_batches(specs, micro_batch)
+    mbs = spec_micro_batches(specs, micro_batch)
     if episode is None:
         return mbs
     hits = [mb for mb in mbs if any(s.index == episode for s in mb)]
@@ -62,7 +64,9 @@ def select_micro_batches(specs: Sequence[EpisodeSpec], micro_batch: int, episode
     return hits
 
 
-def replay(worker: Any, specs: Sequence[EpisodeSpec], version: int, micro_batch: int, episode: int | None = None) -> list[Trajectory]:
+def replay(
+    worker: Any, specs: Sequence[EpisodeSpec], version: int, micro_batch: int, episode: int | None = None
+) -> list[Trajectory]:
     """Re-play the step's micro-batches (or the one holding `episode`) on an inline worker."""
     return [t for mb in select_micro_batches(specs, micro_batch, episode) for t in worker.play(mb, version)]
 
@@ -82,5 +86,6 @@ def transcript(t: Trajectory, decode: Any, color: bool = False) -> str:
     head = (f"episode {t.spec.index} (step {t.spec.step}, group {t.spec.group}, env seed {t.spec.env_seed}, "
             f"policy version {t.policy_version})")
     tail = (f"reward {t.reward}  success {t.success}  turns {t.num_turns}  tool calls {t.tool_calls}  "
-            f"tool errors {t.tool_errors}  finished {t.finished}  truncated {t.truncated}" + (f"  error: {t.error}" if t.error else ""))
+            f"tool errors {t.tool_errors}  finished {t.finished}  truncated {t.truncated}"
+            + (f"  error: {t.error}" if t.error else ""))
     return f"{head}\n{''.join(parts)}\n{tail}"

@@ -74,7 +74,7 @@ def position_keys(sample_keys: torch.Tensor, turn: int | torch.Tensor, positions
     """Per-row counter keys: mix(mix(mix(key) ^ turn·salt) ^ position·salt), shape [B].
 
     The position enters the key itself (not a low counter word), so streams at neighbouring
-    positions never overlap (NUMERICS A2).
+    positions never overlap (docs/numerics.md#seeding).
     """
     k = mix64(sample_keys.to(torch.int64))
     k = mix64(k ^ (torch.as_tensor(turn, dtype=torch.int64) * _TURN_SALT))
@@ -88,7 +88,9 @@ def uniform_from_keys(row_keys: torch.Tensor, vocab: int) -> torch.Tensor:
     return (_shr(bits, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))
 
 
-def gumbel_noise(sample_keys: torch.Tensor, turn: int | torch.Tensor, positions: torch.Tensor, vocab: int) -> torch.Tensor:
+def gumbel_noise(
+    sample_keys: torch.Tensor, turn: int | torch.Tensor, positions: torch.Tensor, vocab: int
+) -> torch.Tensor:
     """Gumbel(0, 1) noise [B, vocab] in float64, a pure function of each row's (key, turn, position).
 
     `sample_keys`, `positions` are int64 tensors of shape [B]; `turn` an int or [B] tensor.

@@ -1,6 +1,6 @@
 """Rollout workers and the pool that runs them inline or as Ray actors.
 
-`RolloutWorker` is a plain class (a model, a turn format, env instances) tested in-process;
+`RolloutWorker` is a plain class (a generation backend, a turn format, env instances) tested in-process;
 `ray.remote` wraps it at construction. The pool hands out whole micro-batches, gathers them
 with `ray.wait`, and sorts results by episode index. A worker that dies is replaced, its
 weights re-sent, and its micro-batch played again: micro-batches are pure, so the step's data
@@ -21,11 +21,10 @@ from typing import Any, Sequence
 import gymnasium as gym
 import torch
 
-from steprl.agents.fast_forward import FastCausalLM
-from steprl.agents.fast_forward import supports as fast_forward_supports
+from steprl.rollout.backends import make_generator
 from steprl.rollout.config import RolloutConfig, SamplingConfig
 from steprl.rollout.episode import play_micro_batch
-from steprl.rollout.plan import micro_batches
+from steprl.rollout.plan import spec_micro_batches
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 log = logging.getLogger(__name__)
@@ -54,34 +53,29 @@ class WorkerSpec:
     threads: int = 1
     """torch threads while playing (fixed: results may depend on the thread count)."""
     fast_forward: bool = True
-    """Decode with `agents.fast_forward.FastCausalLM` (fused kernels) when the model is a Llama/Qwen2."""
+    """Decode with `agents.fast_forward.FastCausalLM` (fused kernels) when the model is a Llama/Qwen2 (`hf`)."""
+    backend: str = "hf"
+    """Generation backend (`rollout.backend`): a registered name or `module:attr`; built inside the worker."""
+    backend_options: dict[str, Any] = field(default_factory=dict)
+    """Free-form settings a backend reads from the spec (picklable; the `hf` backend reads none)."""
 
 
 class RolloutWorker:
-    """Plays micro-batches of episodes with one policy version at a time."""
+    """Plays micro-batches of episodes with one policy version at a time, on the spec's generation backend."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         import steprl.envs  # noqa: F401  (registers steprl/* envs in this process)
-        from transformers import AutoModelForCausalLM
-
         from steprl.agents.chat import make_turn_format
 
         self.spec = spec
-        with torch.random.fork_rng():  # random init is overwritten by set_weights; keep global RNG untouched
-            self.model = AutoModelForCausalLM.from_config(spec.model_config, dtype=torch.float32)
-        self.model.eval()
-        # the sampler's forward: fused inference kernels when the architecture allows (same numbers, fewer kernels)
-        self.decoder = FastCausalLM(self.model) if spec.fast_forward and fast_forward_supports(self.model) else self.model
+        self.generator = make_generator(spec)
         self.turn_format = make_turn_format(spec.tokenizer)
-        self.pad_id = spec.tokenizer.pad_token_id
         self.envs: dict[str, list[Any]] = {}
         self.version: int | None = None
 
     def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> int:
         """Load a policy version's weights; returns the version (so callers can wait on it)."""
-        self.model.load_state_dict(weights)
-        if isinstance(self.decoder, FastCausalLM):
-            self.decoder.refresh()
+        self.generator.set_weights(version, weights)
         self.version = version
         return version
 
@@ -103,7 +97,7 @@ class RolloutWorker:
         prev = torch.get_num_threads()
         torch.set_num_threads(self.spec.threads)
         try:
-            return play_micro_batch(self.decoder, self.turn_format, envs, specs, self.spec.sampling, version, self.pad_id, greedy)
+            return play_micro_batch(self.generator, self.turn_format, envs, specs, self.spec.sampling, version, greedy)
         finally:
             torch.set_num_threads(prev)
 
@@ -111,11 +105,17 @@ class RolloutWorker:
         """Process id (fault-injection tests kill it)."""
         return os.getpid()
 
+    def close(self) -> None:
+        """Release the generation backend's resources."""
+        self.generator.close()
+
 
 class RolloutPool:
     """Runs micro-batches on inline or Ray workers; results sorted by episode index."""
 
-    def __init__(self, spec: WorkerSpec, cfg: RolloutConfig, ray_address: str | None = None, ray_num_cpus: int | None = None) -> None:
+    def __init__(
+        self, spec: WorkerSpec, cfg: RolloutConfig, ray_address: str | None = None, ray_num_cpus: int | None = None
+    ) -> None:
         self.spec, self.cfg = spec, cfg
         self.version: int | None = None
         self._weights: Any = None
@@ -133,7 +133,8 @@ class RolloutPool:
 
             init_ray(ray_address, ray_num_cpus)
             self._ray = ray
-            self._actor_cls = ray.remote(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_restarts=0)(RolloutWorker)
+            remote = ray.remote(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_restarts=0)
+            self._actor_cls = remote(RolloutWorker)
             self.workers = [self._new_actor() for _ in range(cfg.workers)]
 
     def _new_actor(self) -> Any:
@@ -146,7 +147,9 @@ class RolloutPool:
     def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> None:
         """Send a policy version to every worker: one ray.put, then a reference to each actor."""
         if self._pending is not None and not self._pending.done():
-            raise RolloutError(f"set_weights({version}) while a submitted play of version {self.version} is still running")
+            raise RolloutError(
+                f"set_weights({version}) while a submitted play of version {self.version} is still running"
+            )
         self.version = version
         if self._ray is None:
             self._weights = weights
@@ -155,11 +158,13 @@ class RolloutPool:
         self._weights = self._ray.put(weights)
         self._ray.get([w.set_weights.remote(version, self._weights) for w in self.workers])
 
-    def play(self, specs: Sequence[EpisodeSpec], micro_batch: int | None = None, greedy: bool = False) -> list[Trajectory]:
+    def play(
+        self, specs: Sequence[EpisodeSpec], micro_batch: int | None = None, greedy: bool = False
+    ) -> list[Trajectory]:
         """Play all specs with the current version; returns trajectories sorted by episode index."""
         if self.version is None:
             raise RolloutError("no weights were sent to the pool (call set_weights first)")
-        mbs = micro_batches(specs, micro_batch or self.cfg.micro_batch)
+        mbs = spec_micro_batches(specs, micro_batch or self.cfg.micro_batch)
         if self._ray is None:
             out = [t for mb in mbs for t in self.workers[0].play(mb, self.version, greedy)]
         else:
@@ -210,7 +215,8 @@ class RolloutPool:
                 for ref in [r for r in inflight if limit > 0 and time.monotonic() - started[r] > limit]:
                     w, k = inflight.pop(ref)  # a hung (not dead) worker: kill it, replay its micro-batch elsewhere
                     started.pop(ref)
-                    self._retry(k, mbs, attempts, TimeoutError(f"no result after rollout.micro_batch_timeout_s={limit:g} s"))
+                    hung = TimeoutError(f"no result after rollout.micro_batch_timeout_s={limit:g} s")
+                    self._retry(k, mbs, attempts, hung)
                     ray.kill(self.workers[w])
                     self._replace_worker(w)
                     queue.append(k)
@@ -221,7 +227,8 @@ class RolloutPool:
             w, k = inflight.pop(ref)
             try:
                 res = ray.get(ref)
-            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.ObjectLostError) as e:
+            except (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.ObjectLostError) as e:
                 self._retry(k, mbs, attempts, e)
                 self._replace_worker(w)
                 queue.append(k)
@@ -235,7 +242,9 @@ class RolloutPool:
             idle.append(w)
             if k in results:
                 if [t.digest for t in results[k]] != [t.digest for t in res]:
-                    raise RolloutError(f"micro-batch {k} returned twice with different trajectories: determinism is broken")
+                    raise RolloutError(
+                        f"micro-batch {k} returned twice with different trajectories: determinism is broken"
+                    )
                 continue
             results[k] = res
         return [t for k in sorted(results) for t in results[k]]
@@ -264,13 +273,19 @@ class RolloutPool:
         return self._ray.get([w.pid.remote() for w in self.workers])
 
     def close(self) -> None:
-        """Abandon a submitted play, then kill the actors (the Ray session itself is left running for reuse)."""
+        """Abandon a submitted play, then close inline workers' backends or kill the actors (which frees theirs).
+
+        The Ray session itself is left running for reuse.
+        """
         if self._thread is not None:
             self._cancel.set()
             self._thread.shutdown(wait=True)
             self._thread = None
             self._cancel.clear()
-        if self._ray is not None:
+        if self._ray is None:
+            for w in self.workers:
+                w.close()
+        else:
             for w in self.workers:
                 self._ray.kill(w)
             self.workers = []

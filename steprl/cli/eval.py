@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
     results = []
     for name, d in zip(args.policies, dirs):
         policy = load_policy(d)
-        pool = RolloutPool(WorkerSpec(policy.model.config, policy.tokenizer, env_kwargs, sampling, args.threads),
+        pool = RolloutPool(WorkerSpec(policy.model.config, policy.tokenizer, env_kwargs, sampling, args.threads,
+                                      backend=base.rollout.backend if base else "hf"),
                            RolloutConfig(executor="inline", workers=1))
         try:
             results.append(evaluate(pool, policy.model, name, held_out)[0])

@@ -7,7 +7,7 @@ from steprl.console import emit
 import argparse
 
 from steprl.config import load_config, to_yaml
-from steprl.rollout.plan import assign_round_robin, micro_batches, plan_step
+from steprl.rollout.plan import assign_round_robin, plan_step, spec_micro_batches
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def dry_run_text(cfg) -> str:
     """The resolved config and the first step's plan: episode indices, env seeds, micro-batches, workers."""
     specs = plan_step(cfg, 0)
-    mbs = micro_batches(specs, cfg.rollout.micro_batch)
+    mbs = spec_micro_batches(specs, cfg.rollout.micro_batch)
     lines = ["# resolved config", to_yaml(cfg).rstrip(), "", f"# step 0 plan: {len(specs)} episodes, "
              f"{len(mbs)} micro-batches of {cfg.rollout.micro_batch}, {cfg.rollout.workers} worker(s)"]
     for w, ks in enumerate(assign_round_robin(len(mbs), cfg.rollout.workers)):

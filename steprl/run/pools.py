@@ -12,7 +12,7 @@ from steprl.rollout.workers import RolloutPool, WorkerSpec
 def worker_spec(cfg: Config, policy: Policy) -> WorkerSpec:
     """What every rollout worker of `policy` needs to build itself (picklable)."""
     return WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling,
-                      cfg.rollout.worker_threads, cfg.rollout.fast_forward)
+                      cfg.rollout.worker_threads, cfg.rollout.fast_forward, backend=cfg.rollout.backend)
 
 
 def make_pool(cfg: Config, policy: Policy, reserve_cpus: bool = True) -> RolloutPool:

@@ -3,7 +3,7 @@
 import copy
 
 from steprl.config import load_config
-from steprl.rollout.plan import eval_env_seed, micro_batches, plan_eval, plan_step, train_env_seed
+from steprl.rollout.plan import eval_env_seed, spec_micro_batches, plan_eval, plan_step, train_env_seed
 
 
 def test_plan_is_pure_and_worker_invariant():
@@ -31,10 +31,10 @@ def test_plan_structure():
     assert len({s.env_seed for s in specs}) == G
 
 
-def test_micro_batches_by_index_only():
+def test_spec_micro_batches_by_index_only():
     cfg = load_config("quickstart")
     specs = plan_step(cfg, 0)
-    mbs = micro_batches(list(reversed(specs)), 16)
+    mbs = spec_micro_batches(list(reversed(specs)), 16)
     assert [[s.index for s in mb] for mb in mbs] == [list(range(k, k + 16)) for k in range(0, len(specs), 16)]
 
 

@@ -9,7 +9,8 @@ from steprl.agents.config import ModelConfig, TokenizerConfig
 from steprl.agents.fast_forward import FastCausalLM, supports
 from steprl.agents.kv_cache import GrowingCache
 from steprl.agents.policy import build_policy
-from steprl.rollout.sampler import GenerationBatch, SamplingParams
+from steprl.rollout.backends.hf import GenerationBatch
+from steprl.rollout.sampler import SamplingParams
 from steprl.rollout.workers import RolloutWorker, WorkerSpec
 
 SHAPES = {
@@ -83,7 +84,7 @@ def test_sampled_turns_are_identical_to_the_transformers_forward(shape):
 def test_worker_decodes_with_it_and_refreshes_fused_weights_on_set_weights():
     pol, other = _policy("llama-gqa", 0), _policy("llama-gqa", 5)
     worker = RolloutWorker(WorkerSpec(pol.model.config, pol.tokenizer))
-    assert isinstance(worker.decoder, FastCausalLM) and supports(pol.model)
+    assert isinstance(worker.generator.decoder, FastCausalLM) and supports(pol.model)
     ids = torch.tensor([[5, 6, 7]])
     mask = _mask(torch.ones(1, 3, dtype=torch.bool), 3)
     pos = torch.arange(3)[None]
@@ -91,10 +92,10 @@ def test_worker_decodes_with_it_and_refreshes_fused_weights_on_set_weights():
         worker.set_weights(0, {k: v.clone() for k, v in p.model.state_dict().items()})
         with torch.no_grad():
             want = p.model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits[:, -1:]
-            got = worker.decoder(ids, mask, pos, GrowingCache(2)).logits
+            got = worker.generator.decoder(ids, mask, pos, GrowingCache(2)).logits
         assert float((got - want).abs().max()) < 1e-5
     off = RolloutWorker(WorkerSpec(pol.model.config, pol.tokenizer, fast_forward=False))
-    assert off.decoder is off.model
+    assert off.generator.decoder is off.generator.model
 
 
 def test_positions_past_max_position_embeddings_extend_the_rotary_table():
@@ -120,5 +121,5 @@ def test_rollout_fast_forward_config_reaches_the_workers(tmp_path, flag):
     pol = build_policy(cfg.model, cfg.tokenizer, 0)
     state = RunState(cfg, tmp_path, pol, MetricsLogger(tmp_path, tensorboard=False), {})
     worker = state.get_pool().workers[0]  # the smoke preset plays inline
-    assert isinstance(worker.decoder, FastCausalLM) is flag
+    assert isinstance(worker.generator.decoder, FastCausalLM) is flag
     state.metrics.close()

@@ -8,7 +8,8 @@ import sys
 
 import torch
 
-from steprl.rollout.sampler import GenerationBatch, SamplingParams, filtered_logprobs
+from steprl.rollout.backends.hf import GenerationBatch
+from steprl.rollout.sampler import SamplingParams, filtered_logprobs
 
 VOWELS = list("aeiou")
 
