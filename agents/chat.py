@@ -18,7 +18,8 @@ Two formats:
 
 from __future__ import annotations
 
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 from transformers import PreTrainedTokenizerBase
 
@@ -69,7 +70,10 @@ class _Base:
         fewer (the last turn ended the episode). action_mask is 1 exactly on agent-turn tokens.
         """
         if not (len(observations) == len(turns) or len(observations) == len(turns) - 1):
-            raise ValueError(f"encode_demo: {len(turns)} turns need {len(turns)} or {len(turns) - 1} observations, got {len(observations)}")
+            raise ValueError(
+                f"encode_demo: {len(turns)} turns need {len(turns)} or {len(turns) - 1} observations, got "
+                f"{len(observations)}"
+            )
         ids = list(self.prompt_ids(system, first_obs))
         mask = [0] * len(ids)
         for i, turn in enumerate(turns):

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 
 @dataclass
 class TokenizerConfig:
     """Which tokenizer to use."""
 
-    path: Optional[str] = None
+    path: str | None = None
     """A local tokenizer directory (a user's own); None builds steprl's offline character tokenizer."""
 
 
@@ -18,7 +17,7 @@ class TokenizerConfig:
 class ModelConfig:
     """A small causal LM built from a transformers config, or a local `save_pretrained` directory."""
 
-    path: Optional[str] = None
+    path: str | None = None
     """Local model directory loaded with from_pretrained(local_files_only=True); None builds from the fields below."""
     arch: str = "llama"
     """Architecture when building: `llama` (LlamaConfig) or `qwen2` (Qwen2Config)."""

@@ -58,7 +58,9 @@ class FastCausalLM:
     def __init__(self, model: Any) -> None:
         """Precompute the rotary table and fuse the current weights."""
         if not supports(model):
-            raise ValueError(f"FastCausalLM supports Llama/Qwen2 with silu and default RoPE, not {type(model).__name__}")
+            raise ValueError(
+                f"FastCausalLM supports Llama/Qwen2 with silu and default RoPE, not {type(model).__name__}"
+            )
         self.model = model
         self.config = model.config
         text = model.config.get_text_config()
@@ -114,7 +116,9 @@ class FastCausalLM:
         B, L = input_ids.shape
         H, KV, D = self.heads, self.kv_heads, self.head_dim
         x = F.embedding(input_ids, self.embed)
-        if int(position_ids.max()) >= self.cos.shape[0]:  # like transformers, positions may pass max_position_embeddings
+        if (
+            int(position_ids.max()) >= self.cos.shape[0]
+        ):  # like transformers, positions may pass max_position_embeddings
             self._rope_table(2 * (int(position_ids.max()) + 1))
         cos = self.cos[position_ids][:, :, None, :]  # [B, L, 1, D]: broadcast over q and k heads
         sin = self.sin[position_ids][:, :, None, :]

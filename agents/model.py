@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Union
 
 import torch
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel, Qwen2Config, Qwen2ForCausalLM
+from transformers import (
+    AutoModelForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from steprl.agents.config import ModelConfig
 
@@ -65,7 +71,9 @@ def init_weights(model: torch.nn.Module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=gen, dtype=torch.float32) * INIT_STD)
 
 
-def build_model(cfg: ModelConfig, vocab_size: int, seed: int, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> PreTrainedModel:
+def build_model(
+    cfg: ModelConfig, vocab_size: int, seed: int, pad_id: int = 0, bos_id: int = 1, eos_id: int = 2
+) -> PreTrainedModel:
     """Build a float32 causal LM from `cfg` with deterministic weights (same seed -> bitwise same weights).
 
     `cfg.path` set means load that directory instead (`load_model`).
@@ -83,7 +91,7 @@ def build_model(cfg: ModelConfig, vocab_size: int, seed: int, pad_id: int = 0, b
     return model
 
 
-def load_model(path: Union[str, Path]) -> PreTrainedModel:
+def load_model(path: str | Path) -> PreTrainedModel:
     """Load a causal LM from a local `save_pretrained` directory in float32 (never the network)."""
     p = Path(path)
     if not p.is_dir():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -46,7 +45,7 @@ def build_model_for(model_cfg: ModelConfig, tok: PreTrainedTokenizerBase, seed: 
     return build_model(model_cfg, len(tok), seed, tok.pad_token_id, bos, eos)
 
 
-def save_policy(policy: Policy, path: Union[str, Path]) -> None:
+def save_policy(policy: Policy, path: str | Path) -> None:
     """Write model (safetensors) and tokenizer into one directory that transformers loads as-is."""
     p = Path(path)
     p.mkdir(parents=True, exist_ok=True)
@@ -54,7 +53,7 @@ def save_policy(policy: Policy, path: Union[str, Path]) -> None:
     policy.tokenizer.save_pretrained(str(p))
 
 
-def load_policy(path: Union[str, Path]) -> Policy:
+def load_policy(path: str | Path) -> Policy:
     """Load a directory written by `save_policy` (or any local model + tokenizer directory)."""
     tok = load_tokenizer(str(path))
     return Policy(load_model(path), tok, make_turn_format(tok))

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import string
 from pathlib import Path
-from typing import Union
 
 from tokenizers import Tokenizer, decoders, models
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
@@ -50,7 +49,7 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
     return tok
 
 
-def load_tokenizer(source: Union[TokenizerConfig, str, Path, None]) -> PreTrainedTokenizerBase:
+def load_tokenizer(source: TokenizerConfig | str | Path | None) -> PreTrainedTokenizerBase:
     """Load a tokenizer: a `TokenizerConfig` (path None builds the char tokenizer) or a local directory.
 
     Directories load with `AutoTokenizer.from_pretrained(dir, local_files_only=True)`; a tokenizer

@@ -10,8 +10,9 @@ import json
 import os
 import platform
 import time
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import torch
 
@@ -71,9 +72,17 @@ def machine_meta(threads: int) -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:  # pragma: no cover - not on every platform
         load = (float("nan"),) * 3
-    return {"nproc": os.cpu_count(), "threads": threads, "torch": torch.__version__, "transformers": transformers.__version__,
-            "machine": platform.machine(), "processor": platform.processor(), "python": platform.python_version(),
-            "loadavg_at_start": [round(x, 2) for x in load], "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    return {
+        "nproc": os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "machine": platform.machine(),
+        "processor": platform.processor(),
+        "python": platform.python_version(),
+        "loadavg_at_start": [round(x, 2) for x in load],
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
 
 
 def write_result(name: str, payload: dict[str, Any]) -> Path:

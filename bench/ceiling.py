@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import argparse
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
-
 from _common import machine_meta, markdown_table, model_configs, param_count, write_result
 
 SIZES = (512, 1024, 2048)
@@ -38,7 +37,9 @@ def measure_gflops_by_size(threads: int, sizes: Sequence[int] = SIZES, repeats: 
             b = torch.randn(n, n, generator=gen, dtype=torch.float32)
             c = torch.empty(n, n, dtype=torch.float32)
             torch.mm(a, b, out=c)  # warm-up
-            inner = max(1, int(2e9 // (2 * n**3)))  # ~2 GFLOP per timed sample: long enough to time, short enough to repeat
+            inner = max(
+                1, int(2e9 // (2 * n**3))
+            )  # ~2 GFLOP per timed sample: long enough to time, short enough to repeat
             best = float("inf")
             for _ in range(repeats):
                 t0 = time.perf_counter()
@@ -82,13 +83,23 @@ def main() -> None:
             c = ceiling(n, g)
             row[f"{name}_gen_tok_s"], row[f"{name}_train_tok_s"] = c["generate_tok_s"], c["train_tok_s"]
         rows.append(row)
-        print(f"threads {t}: " + "  ".join(f"n={n}: {v:.1f}" for n, v in by_size.items()) + f"  -> {g:.1f} GFLOP/s", flush=True)
+        print(
+            f"threads {t}: " + "  ".join(f"n={n}: {v:.1f}" for n, v in by_size.items()) + f"  -> {g:.1f} GFLOP/s",
+            flush=True,
+        )
     cols = [("threads", "threads", "d"), ("gflops", "GFLOP/s", ".1f")]
     for name, n in models:
-        cols += [(f"{name}_gen_tok_s", f"{name} ({n / 1e6:.2f}M) gen tok/s", ".0f"), (f"{name}_train_tok_s", f"{name} train tok/s", ".0f")]
+        cols += [
+            (f"{name}_gen_tok_s", f"{name} ({n / 1e6:.2f}M) gen tok/s", ".0f"),
+            (f"{name}_train_tok_s", f"{name} train tok/s", ".0f"),
+        ]
     print(markdown_table(rows, cols))
-    meta = machine_meta(max(r["threads"] for r in rows)) | {"sizes": list(sizes), "repeats": repeats, "quick": args.quick,
-                                                            "params": dict(models)}
+    meta = machine_meta(max(r["threads"] for r in rows)) | {
+        "sizes": list(sizes),
+        "repeats": repeats,
+        "quick": args.quick,
+        "params": dict(models),
+    }
     print("wrote", write_result("ceiling", {"meta": meta, "rows": rows}))
 
 

@@ -31,9 +31,7 @@ import time
 from pathlib import Path
 
 import torch
-
 from _common import machine_meta, markdown_table, write_result
-
 
 VARIANTS = {
     # name: quickstart overrides (thread placement and pipelining; the data of a variant never depends on timing)
@@ -49,12 +47,19 @@ VARIANTS = {
 def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: list[str]) -> dict:
     """Train `steps` RL steps of the quickstart preset (stages=[rl]) under `root`; returns timings and metrics."""
     from steprl.config import load_config
-    from steprl.run.metrics import MetricsLogger, read_metrics
     from steprl.pipeline import train
+    from steprl.run.metrics import MetricsLogger, read_metrics
     from steprl.run.state import RunState
 
-    over = ["stages=[rl]", f"rl.steps={steps}", f"run.root={root}", "run.name=bench_e2e", f"rollout.executor={executor}",
-            f"eval.episodes={eval_episodes}", *extra]
+    over = [
+        "stages=[rl]",
+        f"rl.steps={steps}",
+        f"run.root={root}",
+        "run.name=bench_e2e",
+        f"rollout.executor={executor}",
+        f"eval.episodes={eval_episodes}",
+        *extra,
+    ]
     cfg = load_config("quickstart", over)
     marks: dict[str, list[float]] = {"log": [], "held_out": []}
     orig_log, orig_held_out = MetricsLogger.log, RunState.held_out
@@ -80,14 +85,26 @@ def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: l
     window = end - marks["log"][0]
     later = rows[1:]
     gen = sum(r.get("generated_tokens", 0) for r in later)
-    return {"steps": steps, "executor": executor, "workers": cfg.rollout.workers, "episodes_per_step": cfg.rollout.episodes_per_step,
-            "checkpoint_every": cfg.rl.checkpoint_every, "window_s": window, "timed_steps": len(later),
-            "steps_per_min": 60 * len(later) / window, "completion_tok_s": gen / window,
-            "generated_tokens_per_step": gen / max(1, len(later)),
-            "mean_play_s": sum(r.get("play_time_s", float("nan")) for r in later) / max(1, len(later)),
-            "mean_step_time_s": sum(r.get("step_time_s", float("nan")) for r in later) / max(1, len(later)),
-            "first_step_s": rows[0].get("step_time_s"), "rl_stage_wall_s": summary["stages"]["rl"]["wall_s"], "train_call_s": total,
-            "threads": cfg.run.threads, "worker_threads": cfg.rollout.worker_threads, "staleness": cfg.rollout.staleness}
+    return {
+        "steps": steps,
+        "executor": executor,
+        "workers": cfg.rollout.workers,
+        "episodes_per_step": cfg.rollout.episodes_per_step,
+        "checkpoint_every": cfg.rl.checkpoint_every,
+        "window_s": window,
+        "timed_steps": len(later),
+        "steps_per_min": 60 * len(later) / window,
+        "completion_tok_s": gen / window,
+        "generated_tokens_per_step": gen / max(1, len(later)),
+        "mean_play_s": sum(r.get("play_time_s", float("nan")) for r in later) / max(1, len(later)),
+        "mean_step_time_s": sum(r.get("step_time_s", float("nan")) for r in later) / max(1, len(later)),
+        "first_step_s": rows[0].get("step_time_s"),
+        "rl_stage_wall_s": summary["stages"]["rl"]["wall_s"],
+        "train_call_s": total,
+        "threads": cfg.run.threads,
+        "worker_threads": cfg.rollout.worker_threads,
+        "staleness": cfg.rollout.staleness,
+    }
 
 
 def to_target(run_dir: Path, target: float) -> dict:
@@ -113,19 +130,39 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--executor", type=str, default="ray", choices=["ray", "inline"])
     ap.add_argument("--eval-episodes", type=int, default=8, help="held-out episodes after the loop (not timed)")
-    ap.add_argument("--to-target", type=Path, default=None, metavar="RUN_DIR", help="report time-to-target of a finished run instead")
+    ap.add_argument(
+        "--to-target",
+        type=Path,
+        default=None,
+        metavar="RUN_DIR",
+        help="report time-to-target of a finished run instead",
+    )
     ap.add_argument("--target", type=float, default=0.5, help="held-out success target for --to-target")
     ap.add_argument("--quick", action="store_true", help="smoke check: 4 steps, checkpoint every 2")
-    ap.add_argument("--variants", type=str, default=",".join(VARIANTS), help=f"loop configurations: {', '.join(VARIANTS)}")
+    ap.add_argument(
+        "--variants", type=str, default=",".join(VARIANTS), help=f"loop configurations: {', '.join(VARIANTS)}"
+    )
     ap.add_argument("overrides", nargs="*", help="extra quickstart overrides, e.g. rollout.workers=1")
     args = ap.parse_args()
     meta = machine_meta(2)
     if args.to_target is not None:
         res = to_target(args.to_target, args.target)
-        print(markdown_table(res["stages"], [("stage", "stage", ""), ("wall_s", "wall s", ".1f"),
-                                             ("cumulative_s", "cumulative s", ".1f"), ("success", "held-out success", ".3f")]))
+        print(
+            markdown_table(
+                res["stages"],
+                [
+                    ("stage", "stage", ""),
+                    ("wall_s", "wall s", ".1f"),
+                    ("cumulative_s", "cumulative s", ".1f"),
+                    ("success", "held-out success", ".3f"),
+                ],
+            )
+        )
         r = res["reached"]
-        print(f"target {args.target}: " + (f"reached after stage {r['stage']} at {r['wall_s']:.1f} s" if r else "not reached"))
+        print(
+            f"target {args.target}: "
+            + (f"reached after stage {r['stage']} at {r['wall_s']:.1f} s" if r else "not reached")
+        )
         print("wrote", write_result("e2e_to_target", {"meta": meta, **res}))
         return
     steps = 4 if args.quick else args.steps
@@ -137,15 +174,26 @@ def main() -> None:
             res = run_steps(steps, args.executor, args.eval_episodes, root, [*VARIANTS[name], *extra])
         torch.set_num_threads(res["threads"])
         rows.append({"variant": name, **res})
-        print(f"{name}: {res['steps_per_min']:.1f} steps/min, {res['completion_tok_s']:.0f} completion tok/s", flush=True)
+        print(
+            f"{name}: {res['steps_per_min']:.1f} steps/min, {res['completion_tok_s']:.0f} completion tok/s", flush=True
+        )
     base = rows[0]["completion_tok_s"]
     for r in rows:
         r["vs_first"] = r["completion_tok_s"] / base if base else None
-    cols = [("variant", "variant", ""), ("executor", "executor", ""), ("workers", "workers", "d"), ("threads", "learner threads", "d"),
-            ("staleness", "staleness", "d"), ("timed_steps", "timed steps", "d"), ("steps_per_min", "steps/min", ".1f"),
-            ("completion_tok_s", "completion tok/s", ".0f"), ("mean_play_s", "wait for play s/step", ".2f"),
-            ("mean_step_time_s", "step s (no ckpt)", ".2f"), ("rl_stage_wall_s", "rl stage wall s", ".1f"),
-            ("vs_first", f"vs {rows[0]['variant']}", ".2f")]
+    cols = [
+        ("variant", "variant", ""),
+        ("executor", "executor", ""),
+        ("workers", "workers", "d"),
+        ("threads", "learner threads", "d"),
+        ("staleness", "staleness", "d"),
+        ("timed_steps", "timed steps", "d"),
+        ("steps_per_min", "steps/min", ".1f"),
+        ("completion_tok_s", "completion tok/s", ".0f"),
+        ("mean_play_s", "wait for play s/step", ".2f"),
+        ("mean_step_time_s", "step s (no ckpt)", ".2f"),
+        ("rl_stage_wall_s", "rl stage wall s", ".1f"),
+        ("vs_first", f"vs {rows[0]['variant']}", ".2f"),
+    ]
     print(markdown_table(rows, cols))
     print("wrote", write_result("e2e", {"meta": meta | {"quick": args.quick, "overrides": extra}, "results": rows}))
 

@@ -21,9 +21,9 @@ import argparse
 import time
 
 import torch
-
 from _common import machine_meta, markdown_table, model_configs, write_result
 from ceiling import ceiling, measure_gflops
+
 from steprl.agents.config import TokenizerConfig
 from steprl.agents.model import count_parameters
 from steprl.agents.policy import build_policy
@@ -86,8 +86,11 @@ def main() -> None:
                    "padded_tok_s": padded / best, "skipped_updates": skipped, "gflops": gflops,
                    "ceiling_train_tok_s": ceil, "fraction": real / best / ceil, "fraction_padded": padded / best / ceil}
             rows.append(row)
-            print(f"{name:10s} {shape:6s}: {row['proc_tok_s']:8.0f} proc tok/s  {row['action_tok_s']:7.0f} action tok/s  "
-                  f"({row['fraction']:.1%} of {ceil:.0f}; {row['fraction_padded']:.1%} counting padding)  {best:.2f} s", flush=True)
+            print(
+                f"{name:10s} {shape:6s}: {row['proc_tok_s']:8.0f} proc tok/s  {row['action_tok_s']:7.0f} action tok/s  "
+                f"({row['fraction']:.1%} of {ceil:.0f}; {row['fraction_padded']:.1%} counting padding)  {best:.2f} s",
+                flush=True,
+            )
     cols = [("model", "model", ""), ("params", "params", ",d"), ("shape", "turns", ""), ("max_len", "T", "d"),
             ("proc_tok_s", "proc tok/s", ".0f"), ("action_tok_s", "action tok/s", ".0f"),
             ("ceiling_train_tok_s", "ceiling tok/s", ".0f"), ("fraction", "of ceiling", ".1%"),

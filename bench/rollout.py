@@ -17,7 +17,8 @@ processed too (prefill), so the fraction understates the hardware's use; `proc t
 Ray start-up and actor construction are outside the timing; `set_weights` is timed separately.
 Prints a table and writes bench/results/rollout.json.
 
-    python bench/rollout.py [--models quickstart,10m] [--modes inline,ray1,ray2] [--turns single,multi] [--repeats 3] [--quick]
+    python bench/rollout.py [--models quickstart,10m] [--modes inline,ray1,ray2] [--turns single,multi]
+                            [--repeats 3] [--quick]
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ import argparse
 import time
 
 import torch
-
 from _common import machine_meta, markdown_table, model_configs, write_result
 from ceiling import ceiling, measure_gflops
+
 from steprl.agents.config import TokenizerConfig
 from steprl.agents.model import count_parameters
 from steprl.agents.policy import build_policy
@@ -103,7 +104,9 @@ def main() -> None:
             for shape in [s.strip() for s in args.turns.split(",") if s.strip()]:
                 cfg = bench_config(TURNS[shape], executor, workers, args.quick)
                 threads = args.threads if executor == "inline" else cfg.rollout.worker_threads
-                spec = WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, threads)
+                spec = WorkerSpec(
+                    policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling, threads
+                )
                 pool, t_weights, restarts = start_pool(spec, cfg, weights)
                 try:
                     specs = plan_step(cfg, 0)
@@ -114,22 +117,52 @@ def main() -> None:
                 proc = sum(len(t.tokens) for t in trajs)
                 g = gflops[args.threads] if executor == "inline" else workers * gflops[threads]
                 ceil = ceiling(params, g)["generate_tok_s"]
-                row = {"model": name, "params": params, "mode": mode, "executor": executor, "workers": workers,
-                       "threads_total": threads * workers, "shape": shape, "max_turns": TURNS[shape],
-                       "episodes": len(trajs), "micro_batch": cfg.rollout.micro_batch,
-                       "mean_turns": sum(t.num_turns for t in trajs) / len(trajs), "generated_tokens": gen,
-                       "processed_tokens": proc, "seconds": sec, "gen_tok_s": gen / sec, "proc_tok_s": proc / sec,
-                       "set_weights_s": t_weights, "pool_restarts": restarts, "gflops": g, "ceiling_gen_tok_s": ceil, "fraction": gen / sec / ceil}
+                row = {
+                    "model": name,
+                    "params": params,
+                    "mode": mode,
+                    "executor": executor,
+                    "workers": workers,
+                    "threads_total": threads * workers,
+                    "shape": shape,
+                    "max_turns": TURNS[shape],
+                    "episodes": len(trajs),
+                    "micro_batch": cfg.rollout.micro_batch,
+                    "mean_turns": sum(t.num_turns for t in trajs) / len(trajs),
+                    "generated_tokens": gen,
+                    "processed_tokens": proc,
+                    "seconds": sec,
+                    "gen_tok_s": gen / sec,
+                    "proc_tok_s": proc / sec,
+                    "set_weights_s": t_weights,
+                    "pool_restarts": restarts,
+                    "gflops": g,
+                    "ceiling_gen_tok_s": ceil,
+                    "fraction": gen / sec / ceil,
+                }
                 rows.append(row)
-                print(f"  {mode:6s} {shape:6s}: {row['gen_tok_s']:8.0f} gen tok/s  ({row['fraction']:.1%} of {ceil:.0f})  "
-                      f"{row['mean_turns']:.2f} turns/episode  {sec:.2f} s", flush=True)
+                print(
+                    f"  {mode:6s} {shape:6s}: {row['gen_tok_s']:8.0f} gen tok/s  ({row['fraction']:.1%} of "
+                    f"{ceil:.0f})  "
+                    f"{row['mean_turns']:.2f} turns/episode  {sec:.2f} s",
+                    flush=True,
+                )
     if any(r["executor"] == "ray" for r in rows):
         import ray
 
         ray.shutdown()
-    cols = [("model", "model", ""), ("params", "params", ",d"), ("mode", "executor", ""), ("threads_total", "threads", "d"),
-            ("shape", "turns", ""), ("mean_turns", "turns/ep", ".2f"), ("gen_tok_s", "gen tok/s", ".0f"),
-            ("proc_tok_s", "proc tok/s", ".0f"), ("ceiling_gen_tok_s", "ceiling tok/s", ".0f"), ("fraction", "of ceiling", ".1%")]
+    cols = [
+        ("model", "model", ""),
+        ("params", "params", ",d"),
+        ("mode", "executor", ""),
+        ("threads_total", "threads", "d"),
+        ("shape", "turns", ""),
+        ("mean_turns", "turns/ep", ".2f"),
+        ("gen_tok_s", "gen tok/s", ".0f"),
+        ("proc_tok_s", "proc tok/s", ".0f"),
+        ("ceiling_gen_tok_s", "ceiling tok/s", ".0f"),
+        ("fraction", "of ceiling", ".1%"),
+    ]
     print(markdown_table(rows, cols))
     meta = machine_meta(args.threads) | {"repeats": repeats, "quick": args.quick, "gflops_by_threads": gflops}
     print("wrote", write_result("rollout", {"meta": meta, "rows": rows}))

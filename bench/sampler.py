@@ -30,7 +30,9 @@ from steprl.rollout.sampler import SamplingParams
 
 def prompts_for(tf, batch: int) -> list[list[int]]:
     """Equal-length prompts (so generate needs no padding)."""
-    return [tf.prompt_ids("You are a calculator agent.", f"Compute {1000 + i}*{47 + i % 50}.") [:40] for i in range(batch)]
+    return [
+        tf.prompt_ids("You are a calculator agent.", f"Compute {1000 + i}*{47 + i % 50}.")[:40] for i in range(batch)
+    ]
 
 
 def run_ours(policy, model, prompts, new: int, params: SamplingParams) -> float:
@@ -74,14 +76,23 @@ def main() -> None:
     rows = []
     for B in [int(x) for x in args.batches.split(",")]:
         prompts = prompts_for(policy.turn_format, B)
-        run_ours(policy, fast, prompts, 4, params), run_ours(policy, policy.model, prompts, 4, params), run_hf(policy, prompts, 4)
+        (
+            run_ours(policy, fast, prompts, 4, params),
+            run_ours(policy, policy.model, prompts, 4, params),
+            run_hf(policy, prompts, 4),
+        )
         ours, ours_hf, hf = float("inf"), float("inf"), float("inf")
         for _ in range(args.repeats):  # interleaved, best of: all see the same machine load
             ours = min(ours, run_ours(policy, fast, prompts, args.new, params))
             ours_hf = min(ours_hf, run_ours(policy, policy.model, prompts, args.new, params))
             hf = min(hf, run_hf(policy, prompts, args.new))
-        row = {"batch": B, "new_tokens": args.new, "ours_tok_s": B * args.new / ours, "ours_hf_tok_s": B * args.new / ours_hf,
-               "generate_tok_s": B * args.new / hf}
+        row = {
+            "batch": B,
+            "new_tokens": args.new,
+            "ours_tok_s": B * args.new / ours,
+            "ours_hf_tok_s": B * args.new / ours_hf,
+            "generate_tok_s": B * args.new / hf,
+        }
         row["ratio"] = row["ours_tok_s"] / row["generate_tok_s"]
         row["ratio_hf"] = row["ours_hf_tok_s"] / row["generate_tok_s"]
         rows.append(row)
@@ -92,9 +103,15 @@ def main() -> None:
     out = Path(__file__).parent / "results" / "sampler.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print("| batch | ours tok/s | ours-hf tok/s | generate tok/s | ours / generate | ours-hf / generate |\n|---|---|---|---|---|---|")
+    print(
+        "| batch | ours tok/s | ours-hf tok/s | generate tok/s | ours / generate | ours-hf / generate "
+        "|\n|---|---|---|---|---|---|"
+    )
     for r in rows:
-        print(f"| {r['batch']} | {r['ours_tok_s']:.0f} | {r['ours_hf_tok_s']:.0f} | {r['generate_tok_s']:.0f} | {r['ratio']:.2f} | {r['ratio_hf']:.2f} |")
+        print(
+            f"| {r['batch']} | {r['ours_tok_s']:.0f} | {r['ours_hf_tok_s']:.0f} | {r['generate_tok_s']:.0f} "
+            f"| {r['ratio']:.2f} | {r['ratio_hf']:.2f} |"
+        )
     print(json.dumps(meta))
 
 

@@ -35,8 +35,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import torch  # noqa: E402
-
 from _common import MODELS, machine_meta, markdown_table, write_result  # noqa: E402
+
 from steprl.agents.config import TokenizerConfig  # noqa: E402
 from steprl.agents.policy import build_policy, load_policy, save_policy  # noqa: E402
 from steprl.config import load_config  # noqa: E402
@@ -87,7 +87,8 @@ VARIANTS = {
 
 
 def run_steprl(cfg, model_dir: str, steps: int, variant: str) -> dict:
-    """The loop of `steprl.stages.rl` (`run_steps` with `RLSteps`) (no checkpoints or rollout files) under one VARIANTS entry.
+    """The loop of `steprl.stages.rl` (`run_steps` with `RLSteps`), without checkpoints or rollout files,
+    under one VARIANTS entry.
 
     Staleness 1: step N+1 is submitted to the pool (version N) before the learner trains on step N,
     so generation and learning overlap; staleness 0: play, then update, strictly in turn.
@@ -160,18 +161,49 @@ def run_trl(cfg, model_dir: str, rows: list[dict], steps: int, threads: int, out
     logs_list = logs
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     args = GRPOConfig(
-        output_dir=out_dir, per_device_train_batch_size=cfg.rollout.episodes_per_step, num_generations=cfg.rollout.group_size,
-        gradient_accumulation_steps=1, steps_per_generation=1, num_iterations=1, max_completion_length=COMPLETION,
-        generation_kwargs={"min_new_tokens": COMPLETION}, temperature=cfg.rollout.sampling.temperature, top_k=0, top_p=1.0,
-        beta=0.0, epsilon=cfg.learner.clip_low, epsilon_high=cfg.learner.clip_high, learning_rate=cfg.learner.lr,
-        lr_scheduler_type="constant", warmup_steps=0, weight_decay=0.0, max_grad_norm=cfg.learner.grad_clip,
-        adam_beta1=0.9, adam_beta2=0.999, max_steps=steps, use_cpu=True, bf16=False, fp16=False,
-        gradient_checkpointing=False, logging_steps=1, report_to="none", save_strategy="no", shuffle_dataset=False,
-        seed=cfg.run.seed, dataloader_num_workers=0, disable_tqdm=True, model_init_kwargs={"dtype": torch.float32},
+        output_dir=out_dir,
+        per_device_train_batch_size=cfg.rollout.episodes_per_step,
+        num_generations=cfg.rollout.group_size,
+        gradient_accumulation_steps=1,
+        steps_per_generation=1,
+        num_iterations=1,
+        max_completion_length=COMPLETION,
+        generation_kwargs={"min_new_tokens": COMPLETION},
+        temperature=cfg.rollout.sampling.temperature,
+        top_k=0,
+        top_p=1.0,
+        beta=0.0,
+        epsilon=cfg.learner.clip_low,
+        epsilon_high=cfg.learner.clip_high,
+        learning_rate=cfg.learner.lr,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=cfg.learner.grad_clip,
+        adam_beta1=0.9,
+        adam_beta2=0.999,
+        max_steps=steps,
+        use_cpu=True,
+        bf16=False,
+        fp16=False,
+        gradient_checkpointing=False,
+        logging_steps=1,
+        report_to="none",
+        save_strategy="no",
+        shuffle_dataset=False,
+        seed=cfg.run.seed,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        model_init_kwargs={"dtype": torch.float32},
     )
-    trainer = GRPOTrainer(model=model_dir, reward_funcs=reward, args=args, processing_class=tok,
-                          train_dataset=Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]),
-                          callbacks=[Clock()])
+    trainer = GRPOTrainer(
+        model=model_dir,
+        reward_funcs=reward,
+        args=args,
+        processing_class=tok,
+        train_dataset=Dataset.from_list([{"prompt": r["prompt"], "answer": r["answer"]} for r in rows]),
+        callbacks=[Clock()],
+    )
     trainer.train()
     tokens = [round(lg["completions/mean_length"] * cfg.rollout.episodes_per_step) for lg in logs]
     rewards = [lg.get("reward", float("nan")) for lg in logs]
@@ -200,7 +232,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--only", type=str, default="steprl,trl", help="run only some sides (debugging)")
     ap.add_argument("--quick", action="store_true", help="smoke check: 3 steps each")
-    ap.add_argument("--variants", type=str, default=",".join(VARIANTS), help=f"steprl configurations: {', '.join(VARIANTS)}")
+    ap.add_argument(
+        "--variants", type=str, default=",".join(VARIANTS), help=f"steprl configurations: {', '.join(VARIANTS)}"
+    )
     args = ap.parse_args()
     steps = 3 if args.quick else args.steps
     torch.set_num_threads(args.threads)
@@ -212,8 +246,12 @@ def main() -> None:
         save_policy(policy, model_dir)
         rows = prompts(cfg, policy, steps)
         enc = len(policy.tokenizer(rows[0]["prompt"], add_special_tokens=False)["input_ids"])
-        print(f"model {args.model}: {sum(p.numel() for p in policy.model.parameters()):,} params; prompt {rows[0]['n_ids']} ids "
-              f"(TRL re-tokenizes it to {enc}); {len(rows)} prompts", flush=True)
+        print(
+            f"model {args.model}: {sum(p.numel() for p in policy.model.parameters()):,} params; prompt "
+            f"{rows[0]['n_ids']} ids "
+            f"(TRL re-tokenizes it to {enc}); {len(rows)} prompts",
+            flush=True,
+        )
         sides = [s.strip() for s in args.only.split(",")]
         for variant in (args.variants.split(",") if "steprl" in sides else []):
             results.append(run_steprl(cfg, model_dir, steps, variant.strip()))

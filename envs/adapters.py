@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import importlib
 import re
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -124,7 +125,9 @@ class DiscreteToText(gym.Wrapper, gym.utils.RecordConstructorArgs):
         self._counts = {"tool_calls": 0, "tool_errors": 0, "malformed": 0, "success": False, "turn": 0}
         self._last = self._text(obs)
         info = dict(info)
-        info.update(self._counts, system=self.system_prompt(), stop=list(self.protocol.stop_strings), format=self.format)
+        info.update(
+            self._counts, system=self.system_prompt(), stop=list(self.protocol.stop_strings), format=self.format
+        )
         return self._last, info
 
     def step(self, action: Any):
@@ -146,7 +149,9 @@ class DiscreteToText(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, float(reward), bool(terminated), truncated, info
 
 
-def make_discrete(env_id: str = "FrozenLake-v1", format: str = "hermes", max_turns: int = 200, **kwargs: Any) -> DiscreteToText:
+def make_discrete(
+    env_id: str = "FrozenLake-v1", format: str = "hermes", max_turns: int = 200, **kwargs: Any
+) -> DiscreteToText:
     """Entry point of `steprl/Discrete-v0`: `gym.make(env_id, **kwargs)` (ansi render when offered), wrapped."""
     if "render_mode" not in kwargs:
         if "ansi" in _render_modes(env_id):

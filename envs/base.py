@@ -10,8 +10,9 @@ A subclass only says what a task is (`make_task(rng)`), how an answer is scored
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import gymnasium as gym
 import numpy as np

@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import numpy as np
 
-from steprl.envs.base import ExpertStep, Task, ToolTaskEnv
 from steprl.envs.arithmetic import evaluate, format_number
+from steprl.envs.base import ExpertStep, Task, ToolTaskEnv
 from steprl.envs.protocol import ToolCall
 
 _VARS = "abcdefghijklmnopqrstuvwxyz"

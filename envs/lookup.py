@@ -80,7 +80,9 @@ class LookupEnv(ToolTaskEnv):
             who = table[keys[-1]]
         keys.append(f"{who}.city")
         question = "What is the city of " + "the boss of " * (self.hops - 1) + f"{start}?"
-        return Task(question, table[keys[-1]], ("lookup",), {"table": table, "keys": tuple(keys), "cities": tuple(cities)})
+        return Task(
+            question, table[keys[-1]], ("lookup",), {"table": table, "keys": tuple(keys), "cities": tuple(cities)}
+        )
 
     def expert_turns(self, task: Task) -> list[ExpertStep]:
         """One lookup per hop, then the city."""

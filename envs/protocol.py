@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence, Union
+from typing import Any
 
 from steprl.envs.text import to_ascii
 from steprl.envs.tools import Tool, get_tool
@@ -55,7 +56,7 @@ class Malformed:
     reason: str
 
 
-Parsed = Union[ToolCall, Answer, Malformed]
+Parsed = ToolCall | Answer | Malformed
 
 
 def escape(text: str) -> str:

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from steprl.envs.arithmetic import CalcError, calc
 from steprl.envs.text import fit

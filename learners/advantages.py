@@ -8,15 +8,16 @@ Rewards are handled in float64. Callers pass only valid (finite-reward) trajecto
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:  # config imports this registry in its checks
     from .config import LearnerConfig
 
-ADVANTAGES: dict[str, type["AdvantageEstimator"]] = {}
+ADVANTAGES: dict[str, type[AdvantageEstimator]] = {}
 
 
 def register_advantage(name: str) -> Callable[[type], type]:
@@ -31,7 +32,7 @@ def register_advantage(name: str) -> Callable[[type], type]:
     return deco
 
 
-def make_advantage(name: str, cfg: LearnerConfig) -> "AdvantageEstimator":
+def make_advantage(name: str, cfg: LearnerConfig) -> AdvantageEstimator:
     """Instantiate the estimator registered as `name`."""
     if name not in ADVANTAGES:
         raise ValueError(f"unknown advantage estimator {name!r}; registered: {sorted(ADVANTAGES)}")

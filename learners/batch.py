@@ -15,8 +15,8 @@ whole-batch loss whatever the micro-batch size (docs/numerics.md#losses).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import Sequence
 
 import torch
 

@@ -11,7 +11,8 @@ switched off (warm-up SFT): then they cost nothing, not even the per-step snapsh
 from __future__ import annotations
 
 import copy
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

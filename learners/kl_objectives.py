@@ -13,19 +13,28 @@ per-token advantages A_t = kl_coef x -clamp(log q(y_t) - log p_T(y_t)) (`token_a
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
 from enum import Enum
-from typing import Sequence
 
 import torch
 
 from steprl.rollout.trajectory import Trajectory
 
-from .config import DistillLearnerConfig, LearnerConfig
 from .batch import micro_batches
-from .distill import (FULL_VOCAB_MAX, collate_valid, forward_kl_per_token, logits_of, masked_mean,
-                      reverse_kl_per_token, token_advantages, use_full_vocab, vocab_size_of)
+from .config import DistillLearnerConfig, LearnerConfig
 from .guarded_optimizer import GuardedOptimizer
+from .kl import (
+    FULL_VOCAB_MAX,
+    collate_valid,
+    forward_kl_per_token,
+    logits_of,
+    masked_mean,
+    reverse_kl_per_token,
+    token_advantages,
+    use_full_vocab,
+    vocab_size_of,
+)
 from .policy_gradient import PolicyGradient
 
 log = logging.getLogger(__name__)

@@ -11,15 +11,16 @@ scalar with whole-batch normalisers.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import torch
 
 if TYPE_CHECKING:  # config imports this registry in its checks
     from .config import LearnerConfig
 
-LOSSES: dict[str, Callable[..., "PolicyLoss"]] = {}
+LOSSES: dict[str, Callable[..., PolicyLoss]] = {}
 
 
 def register_loss(name: str) -> Callable[[Callable], Callable]:
@@ -34,7 +35,7 @@ def register_loss(name: str) -> Callable[[Callable], Callable]:
     return deco
 
 
-def get_loss(name: str) -> Callable[..., "PolicyLoss"]:
+def get_loss(name: str) -> Callable[..., PolicyLoss]:
     """The loss registered as `name`."""
     if name not in LOSSES:
         raise ValueError(f"unknown policy loss {name!r}; registered: {sorted(LOSSES)}")

@@ -14,7 +14,7 @@ non-finite guard (a NaN step is skipped, not applied); no spike checks, no rollb
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

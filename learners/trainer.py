@@ -21,7 +21,8 @@ the trainer owns the step counter, the weights and the checkpoint state
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Protocol
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import torch
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 from steprl.rollout.backends.base import TurnGenerator
 from steprl.rollout.config import SamplingConfig

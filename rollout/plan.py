@@ -10,7 +10,8 @@ here depends on the number of workers, the wall clock or any mutable state.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from steprl.rollout.seeding import derive
 from steprl.rollout.trajectory import EpisodeSpec

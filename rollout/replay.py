@@ -7,8 +7,9 @@ difference is reported with the first differing token.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from steprl.rollout.plan import spec_micro_batches
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory

@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 import zlib
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from steprl.rollout.trajectory import Trajectory
 
@@ -53,7 +53,11 @@ def write_step(rollout_dir: str | Path, step: int, trajs: Sequence[Trajectory], 
             with gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz:  # mtime=0: byte-identical files
                 gz.write((json.dumps(header, sort_keys=True) + "\n").encode())
                 for t in ordered:
-                    gz.write((json.dumps(t.to_dict(logprobs=logprobs), sort_keys=True, separators=(",", ":")) + "\n").encode())
+                    gz.write(
+                        (
+                            json.dumps(t.to_dict(logprobs=logprobs), sort_keys=True, separators=(",", ":")) + "\n"
+                        ).encode()
+                    )
             raw.flush()
             os.fsync(raw.fileno())
         os.replace(tmp, path)
@@ -68,8 +72,14 @@ def read_step(rollout_dir: str | Path, step: int) -> list[Trajectory]:
     """Read and verify a step's record; raises RecordError naming the file and line on any damage."""
     path = step_path(rollout_dir, step)
     if not path.is_file():
-        have = sorted(int(p.name[5:11]) for p in Path(rollout_dir).glob("step_*.jsonl.gz")) if Path(rollout_dir).is_dir() else []
-        raise RecordError(f"no rollout record for step {step} at {path} (recorded steps: {have[:5]}{'...' if len(have) > 5 else ''})")
+        have = (
+            sorted(int(p.name[5:11]) for p in Path(rollout_dir).glob("step_*.jsonl.gz"))
+            if Path(rollout_dir).is_dir()
+            else []
+        )
+        raise RecordError(
+            f"no rollout record for step {step} at {path} (recorded steps: {have[:5]}{'...' if len(have) > 5 else ''})"
+        )
     return read_file(path)
 
 

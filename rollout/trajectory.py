@@ -33,7 +33,7 @@ class EpisodeSpec:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "EpisodeSpec":
+    def from_dict(cls, d: dict[str, Any]) -> EpisodeSpec:
         """Inverse of `to_dict`; raises ValueError naming a missing or mistyped field."""
         return cls(**_typed_fields(cls, d))
 
@@ -68,7 +68,7 @@ class Trajectory:
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
-    def build(cls, **kw: Any) -> "Trajectory":
+    def build(cls, **kw: Any) -> Trajectory:
         """Construct a trajectory, normalise sequences to tuples and fill in the digest."""
         for name in ("tokens", "action_mask"):
             kw[name] = tuple(int(x) for x in kw[name])
@@ -104,7 +104,7 @@ class Trajectory:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Trajectory":
+    def from_dict(cls, d: dict[str, Any]) -> Trajectory:
         """Inverse of `to_dict`. Missing log-probs become zeros; the digest is kept as stored."""
         if not isinstance(d, dict):
             raise ValueError(f"expected a JSON object for a trajectory, got {type(d).__name__}")

@@ -13,7 +13,7 @@ import typing
 from dataclasses import dataclass, field, fields, is_dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -92,7 +92,7 @@ class RLConfig:
 class DistillConfig:
     """Compress the trained teacher into a smaller student sharing its tokenizer."""
 
-    teacher: Optional[str] = None
+    teacher: str | None = None
     """Teacher checkpoint or run directory (the `rl` stage's policy when run inside `train`)."""
     method: str = "on_policy"
     """on_policy (reverse KL on student samples), off_policy (forward KL on teacher samples) or mixed."""
@@ -111,7 +111,9 @@ class DistillConfig:
     full_vocab_max: int = 65536
     """Exact full-vocabulary KL up to this vocabulary size; above it on-policy steps use the sampled per-token
     advantage -(log q - log p_T) through the RL learner, off-policy steps cross-entropy on teacher samples."""
-    student: ModelConfig = field(default_factory=lambda: ModelConfig(layers=2, hidden=64, heads=2, kv_heads=2, intermediate=256))
+    student: ModelConfig = field(
+        default_factory=lambda: ModelConfig(layers=2, hidden=64, heads=2, kv_heads=2, intermediate=256)
+    )
     """The student model (built from config or loaded from `student.path`)."""
     student_warmup_steps: int = 0
     """Before distilling, this many SFT steps of the student on the run's warm-up demonstrations (other `warmup.*`
@@ -156,17 +158,20 @@ class EvalConfig:
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
-        return [(n, f"expected a positive integer, got {getattr(self, n)}") for n in ("episodes", "micro_batch", "timing_repeats")
-                if getattr(self, n) <= 0]
+        return [
+            (n, f"expected a positive integer, got {getattr(self, n)}")
+            for n in ("episodes", "micro_batch", "timing_repeats")
+            if getattr(self, n) <= 0
+        ]
 
 
 @dataclass
 class RayConfig:
     """Where Ray runs."""
 
-    address: Optional[str] = None
+    address: str | None = None
     """Address of an existing cluster; None starts an embedded local Ray."""
-    num_cpus: Optional[int] = None
+    num_cpus: int | None = None
     """CPUs the embedded Ray may use (None: all)."""
 
     def check(self) -> list[tuple[str, str]]:
@@ -205,7 +210,10 @@ def _read_yaml(source: str | Path) -> tuple[dict[str, Any], str]:
     path = Path(source)
     if path.suffix not in (".yaml", ".yml") and not path.exists():
         if str(source) not in preset_names():
-            raise ConfigError(f"config {str(source)!r}: no such file and no preset of that name (presets: {', '.join(preset_names())})")
+            raise ConfigError(
+                f"config {str(source)!r}: no such file and no preset of that name (presets: "
+                f"{', '.join(preset_names())})"
+            )
         text = resources.files("steprl.configs").joinpath(f"{source}.yaml").read_text()
         where = f"preset {source}"
     else:

@@ -44,14 +44,14 @@ def train(cfg: Config) -> dict[str, Any]:
 def resume(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """Continue a run from its newest complete checkpoint (or from scratch if it has none)."""
     setup_torch(cfg.run.threads)
-    ck = latest_good(run_dir / "checkpoints")
-    if ck is None:
+    ckpt = latest_good(run_dir / "checkpoints")
+    if ckpt is None:
         log.warning("%s has no complete checkpoint: starting its stages from the beginning", run_dir)
         policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
     else:
-        policy = load_policy(ck.model_dir)
-        log.info("resuming %s from %s", run_dir.name, ck.path.name)
-    run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir), resume_from=ck)
+        policy = load_policy(ckpt.model_dir)
+        log.info("resuming %s from %s", run_dir.name, ckpt.path.name)
+    run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir), resume_from=ckpt)
     return _run_stages(run)
 
 

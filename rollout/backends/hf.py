@@ -15,7 +15,8 @@ drawn by `rollout.sampler.sample_next` (step-seeded Gumbel-max, see docs/numeric
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 

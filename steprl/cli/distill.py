@@ -11,19 +11,24 @@ summary.json); running the same command again resumes from its newest checkpoint
 
 from __future__ import annotations
 
-from steprl.console import emit
-
 import argparse
 
 from steprl.config import load_config
+from steprl.console import emit
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `distill` subcommand."""
-    p = sub.add_parser("distill", help="distil a trained teacher into a smaller student",
-                       description="Distil distill.teacher into distill.student (on-policy reverse KL, off-policy forward KL or mixed).")
+    p = sub.add_parser(
+        "distill",
+        help="distil a trained teacher into a smaller student",
+        description="Distil distill.teacher into distill.student "
+        "(on-policy reverse KL, off-policy forward KL or mixed).",
+    )
     p.add_argument("config", help="YAML path or preset name (quickstart, smoke, ...)")
-    p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. distill.teacher=runs/quickstart distill.steps=20")
+    p.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. distill.teacher=runs/quickstart distill.steps=20"
+    )
     p.set_defaults(run=run)
 
 
@@ -36,7 +41,11 @@ def run(args: argparse.Namespace) -> int:
     ret = "n/a" if r.get("retention") is None else f"{r['retention']:.2f}"
     emit(f"Distilled {r['teacher']} ({r['teacher_params']:,} params) into a {r['student_params']:,}-parameter student "
           f"in {r['steps']} {r['method']} steps.")
-    emit(f"Held-out ({r['eval_episodes']} episodes): student success {r['success']:.3f} (before {r['success_before']:.3f}), "
-          f"teacher {r['teacher_success']:.3f}, retention {ret}; reverse KL student->teacher {r['kl_before']:.4f} -> {r['kl_after']:.4f} nats/token.")
+    emit(
+        f"Held-out ({r['eval_episodes']} episodes): student success {r['success']:.3f} (before "
+        f"{r['success_before']:.3f}), "
+        f"teacher {r['teacher_success']:.3f}, retention {ret}; reverse KL student->teacher "
+        f"{r['kl_before']:.4f} -> {r['kl_after']:.4f} nats/token."
+    )
     emit(f"The student lives in {r['dir']}; final checkpoint {r['final_checkpoint']}.")
     return 0

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from steprl.console import emit
-
 import argparse
 import sys
 from typing import Any
 
+from steprl.console import emit
 from steprl.errors import SteprlError
 
 

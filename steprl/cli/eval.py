@@ -7,13 +7,12 @@ training seeds) in the same process, so success, speed and size are compared lik
 
 from __future__ import annotations
 
-from steprl.console import emit
-
 import argparse
 import json
 from pathlib import Path
 from typing import Any
 
+from steprl.console import emit
 from steprl.errors import SteprlError
 
 
@@ -23,9 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Play the same held-out seeds with every policy and print one table.")
     p.add_argument("policies", nargs="+", metavar="POLICY", help="checkpoint dir, run dir or model dir")
     p.add_argument("--env", default=None, help="env id (default: the first run's env)")
-    p.add_argument("--env-kwargs", default=None, help='JSON kwargs for the env (default: the first run\'s), e.g. \'{"digits": 3}\'')
+    p.add_argument(
+        "--env-kwargs", default=None, help="JSON kwargs for the env (default: the first run's), e.g. '{\"digits\": 3}'"
+    )
     p.add_argument("--episodes", type=int, default=200, help="held-out episodes per policy (default 200)")
-    p.add_argument("--seed", type=int, default=None, help="seed of the 'eval' stream (default: the first run's run.seed, else 0)")
+    p.add_argument(
+        "--seed", type=int, default=None, help="seed of the 'eval' stream (default: the first run's run.seed, else 0)"
+    )
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--greedy", dest="greedy", action="store_true", default=True, help="greedy decoding (default)")
     mode.add_argument("--sample", dest="greedy", action="store_false", help="sample with the run's sampling settings")

@@ -7,12 +7,11 @@ before that policy version is loaded and the learner re-applies the recorded ste
 
 from __future__ import annotations
 
-from steprl.console import emit
-
 import argparse
 import sys
 from pathlib import Path
 
+from steprl.console import emit
 from steprl.errors import SteprlError
 
 
@@ -75,25 +74,25 @@ def rebuild_policy(run_dir: Path, cfg, version: int):
     from steprl.run.trainers import rl_learner
 
     setup_torch(cfg.run.threads)
-    ck = None
+    ckpt = None
     for step, path in reversed(list_checkpoints(run_dir / "checkpoints")):
         if step <= version:
             try:
-                ck = verify(path)
+                ckpt = verify(path)
                 break
             except CheckpointError:
                 continue
-    if ck is None:
+    if ckpt is None:
         raise SteprlError(f"{run_dir}: no verified checkpoint at or before policy version {version}")
-    policy = load_policy(ck.model_dir)
-    if ck.step == version:
-        return policy, ck
+    policy = load_policy(ckpt.model_dir)
+    if ckpt.step == version:
+        return policy, ckpt
     learner = rl_learner(cfg, policy, run_dir / "checkpoints")
-    if ck.state.get("stage") == "rl":
-        learner.load_state_dict(ck.learner_state())
-    for s in range(ck.step, version):
+    if ckpt.state.get("stage") == "rl":
+        learner.load_state_dict(ckpt.learner_state())
+    for s in range(ckpt.step, version):
         learner.update(read_record(run_dir, s))
-    return policy, ck
+    return policy, ckpt
 
 
 def read_record(run_dir: Path, step: int):

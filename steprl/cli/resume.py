@@ -10,14 +10,31 @@ import argparse
 
 from steprl.errors import ConfigError
 
-SAFE_PREFIXES = ("rl.steps", "rl.checkpoint_every", "rl.keep_last", "rl.keep_every", "rollout.workers", "rollout.executor",
-                 "rollout.max_retries", "rollout.micro_batch_timeout_s", "rollout.num_cpus_per_worker", "rollout.num_gpus_per_worker", "ray.", "eval.", "stages")
+SAFE_PREFIXES = (
+    "rl.steps",
+    "rl.checkpoint_every",
+    "rl.keep_last",
+    "rl.keep_every",
+    "rollout.workers",
+    "rollout.executor",
+    "rollout.max_retries",
+    "rollout.micro_batch_timeout_s",
+    "rollout.num_cpus_per_worker",
+    "rollout.num_gpus_per_worker",
+    "ray.",
+    "eval.",
+    "stages",
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `resume` subcommand."""
-    p = sub.add_parser("resume", help="continue a run from its newest complete checkpoint",
-                       description="Continue (or extend, with rl.steps=M) a run; the result is bitwise identical to an uninterrupted run.")
+    p = sub.add_parser(
+        "resume",
+        help="continue a run from its newest complete checkpoint",
+        description="Continue (or extend, with rl.steps=M) a run; "
+        "the result is bitwise identical to an uninterrupted run.",
+    )
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
     p.add_argument("overrides", nargs="*", help="safe overrides only, e.g. rl.steps=60 rollout.workers=4")
     p.set_defaults(run=run)
@@ -30,13 +47,17 @@ def run(args: argparse.Namespace) -> int:
     run_dir, cfg = open_run_dir(args.run_dir)
     for item in args.overrides:
         key = item.partition("=")[0].strip()
-        if not any(key == p or key.startswith(p if p.endswith(".") else p + ".") or key == p.rstrip(".") for p in SAFE_PREFIXES):
-            raise ConfigError(f"override {item!r}: {key!r} would change data already trained on; "
-                              f"resume accepts only {', '.join(p.rstrip('.') for p in SAFE_PREFIXES)} (start a new run instead)")
+        if not any(
+            key == p or key.startswith(p if p.endswith(".") else p + ".") or key == p.rstrip(".") for p in SAFE_PREFIXES
+        ):
+            raise ConfigError(
+                f"override {item!r}: {key!r} would change data already trained on; "
+                f"resume accepts only {', '.join(p.rstrip('.') for p in SAFE_PREFIXES)} (start a new run instead)"
+            )
     if args.overrides:
         cfg = _apply(cfg, args.overrides, run_dir)
-    from steprl.pipeline import resume
     from steprl.cli.train import print_summary
+    from steprl.pipeline import resume
 
     print_summary(resume(run_dir, cfg), run_dir)
     return 0
@@ -54,6 +75,8 @@ def _apply(cfg, overrides: list[str], run_dir):
         p.write_text(to_yaml(cfg))
         new = load_config(str(p), overrides)
     if new.rl.steps < cfg.rl.steps:
-        raise ConfigError(f"rl.steps={new.rl.steps} is less than the run's {cfg.rl.steps}; resume can only extend a run")
+        raise ConfigError(
+            f"rl.steps={new.rl.steps} is less than the run's {cfg.rl.steps}; resume can only extend a run"
+        )
     (Path(run_dir) / "config.yaml").write_text(to_yaml(new))
     return new

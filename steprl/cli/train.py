@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
-from steprl.console import emit
-
 import argparse
 
 from steprl.config import load_config, to_yaml
+from steprl.console import emit
 from steprl.rollout.plan import assign_round_robin, plan_step, spec_micro_batches
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `train` subcommand."""
-    p = sub.add_parser("train", help="train a policy from a config (a YAML path or a preset name)",
-                       description="Run the config's stages in order. CONFIG is a YAML file or a preset in steprl/configs.")
+    p = sub.add_parser(
+        "train",
+        help="train a policy from a config (a YAML path or a preset name)",
+        description="Run the config's stages in order. CONFIG is a YAML file or a preset in steprl/configs.",
+    )
     p.add_argument("config", help="YAML path or preset name (quickstart, smoke, ...)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.steps=10 run.name=try2")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and step 0's plan, then exit")
@@ -30,7 +32,10 @@ def dry_run_text(cfg) -> str:
         lines.append(f"worker {w}: micro-batches {ks}")
     lines.append("index group member env_seed   sample_key          micro_batch")
     for s in specs:
-        lines.append(f"{s.index:5d} {s.group:5d} {s.member:6d} {s.env_seed:10d} {s.sample_key:20d} {s.index // cfg.rollout.micro_batch:5d}")
+        lines.append(
+            f"{s.index:5d} {s.group:5d} {s.member:6d} {s.env_seed:10d} {s.sample_key:20d} "
+            f"{s.index // cfg.rollout.micro_batch:5d}"
+        )
     return "\n".join(lines)
 
 

@@ -20,9 +20,10 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from steprl.errors import SteprlError
 from steprl.run.state_io import load_state, save_state
@@ -131,11 +132,15 @@ def verify(path: Path) -> Checkpoint:
         if not p.resolve().is_relative_to(root) or p.is_symlink():
             raise CheckpointError(f"{mpath}: lists {rel!r}, which is outside the checkpoint directory")
         if not rel.endswith(SAFE_SUFFIXES):
-            raise CheckpointError(f"{path}: refuses to load {rel!r} (only safetensors/JSON/text files; pickles are never opened)")
+            raise CheckpointError(
+                f"{path}: refuses to load {rel!r} (only safetensors/JSON/text files; pickles are never opened)"
+            )
         if not p.is_file():
             raise CheckpointError(f"{path}: file {rel!r} listed in the manifest is missing")
         if sha256_file(p) != digest:
-            raise CheckpointError(f"{path}: file {rel!r} does not match its sha256 in the manifest (corrupted or altered)")
+            raise CheckpointError(
+                f"{path}: file {rel!r} does not match its sha256 in the manifest (corrupted or altered)"
+            )
         if rel.endswith(".safetensors"):
             check_safetensors(p)
     for p in path.rglob("*"):
@@ -178,7 +183,7 @@ def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 def latest_good(ckpt_dir: Path) -> Checkpoint | None:
     """The newest checkpoint whose manifest verifies; torn or tampered ones are skipped with a warning."""
-    for step, path in reversed(list_checkpoints(ckpt_dir)):
+    for _step, path in reversed(list_checkpoints(ckpt_dir)):
         try:
             return verify(path)
         except CheckpointError as e:
@@ -192,17 +197,20 @@ def resolve_policy_dir(path: str | Path) -> Path:
     if not p.exists():
         raise CheckpointError(f"{p}: no such checkpoint, run directory or model directory")
     if (p / "checkpoints").is_dir():
-        ck = latest_good(p / "checkpoints")
-        if ck is None:
+        ckpt = latest_good(p / "checkpoints")
+        if ckpt is None:
             raise CheckpointError(f"{p}: run directory has no complete checkpoint")
-        return ck.model_dir
+        return ckpt.model_dir
     if (p / MANIFEST).is_file():
         return verify(p).model_dir
     if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
         for st in sorted(p.glob("*.safetensors")):
             check_safetensors(st)
         return p
-    raise CheckpointError(f"{p}: not a checkpoint (no MANIFEST.json), run directory (no checkpoints/) or model directory (no config.json + safetensors)")
+    raise CheckpointError(
+        f"{p}: not a checkpoint (no MANIFEST.json), run directory (no checkpoints/) or model directory (no "
+        f"config.json + safetensors)"
+    )
 
 
 def prune(ckpt_dir: Path, keep_last: int, keep_every: int, protect: tuple[int, ...] = ()) -> list[Path]:

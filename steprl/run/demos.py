@@ -7,7 +7,8 @@ trains on the same token layout the sampler produces. Loss mask: agent turns onl
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 
@@ -37,7 +38,10 @@ def demo_batches(env_id: str, env_kwargs: dict[str, Any], turn_format: Any, seed
     env = gym.make(env_id, **env_kwargs)
 
     def batch_for_step(step: int) -> list[Example]:
-        return [demo_example(env, turn_format, derive(seed, "warmup", step, j) % HALF, imperfect_rate) for j in range(batch_size)]
+        return [
+            demo_example(env, turn_format, derive(seed, "warmup", step, j) % HALF, imperfect_rate)
+            for j in range(batch_size)
+        ]
 
     return batch_for_step
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from steprl.rollout.plan import plan_eval
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
@@ -76,7 +77,7 @@ class HeldOut:
     greedy: bool = True
 
     @classmethod
-    def from_config(cls, cfg: Any) -> "HeldOut":
+    def from_config(cls, cfg: Any) -> HeldOut:
         """The run's held-out episodes (`run.seed`, `env.id`, `eval.*`)."""
         return cls(cfg.run.seed, cfg.env.id, cfg.eval.episodes, cfg.eval.micro_batch, cfg.eval.greedy)
 
@@ -117,10 +118,14 @@ def success_fields(res: dict[str, Any]) -> dict[str, Any]:
 
 def format_table(results: Sequence[EvalResult]) -> str:
     """A plain-text table, one row per policy."""
-    head = f"{'policy':<28} {'success':>8} {'95% CI':>13} {'reward':>7} {'turns':>6} {'tools':>6} {'malf':>6} {'params':>10} {'tok/s':>8} {'wall_s':>7}"
+    head = (f"{'policy':<28} {'success':>8} {'95% CI':>13} {'reward':>7} {'turns':>6} {'tools':>6} {'malf':>6} "
+            f"{'params':>10} {'tok/s':>8} {'wall_s':>7}")
     lines = [head, "-" * len(head)]
     for r in results:
         ci = f"[{r.success_ci[0]:.2f},{r.success_ci[1]:.2f}]"
-        lines.append(f"{r.policy[-28:]:<28} {r.success:>8.3f} {ci:>13} {r.reward_mean:>7.3f} {r.turns_mean:>6.2f} "
-                     f"{r.tool_calls_mean:>6.2f} {r.malformed_rate:>6.3f} {r.params:>10,} {r.tokens_per_s:>8.0f} {r.wall_s:>7.1f}")
+        lines.append(
+            f"{r.policy[-28:]:<28} {r.success:>8.3f} {ci:>13} {r.reward_mean:>7.3f} {r.turns_mean:>6.2f} "
+            f"{r.tool_calls_mean:>6.2f} {r.malformed_rate:>6.3f} {r.params:>10,} {r.tokens_per_s:>8.0f} "
+            f"{r.wall_s:>7.1f}"
+        )
     return "\n".join(lines)

@@ -10,8 +10,9 @@ import json
 import logging
 import math
 import os
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from steprl.errors import SteprlError
 
@@ -20,7 +21,10 @@ log = logging.getLogger(__name__)
 PLOTS = {
     "reward.png": ("reward and success", ["reward_mean", "success_rate", "eval/success"]),
     "kl_entropy.png": ("KL and entropy", ["kl", "entropy", "logprob_gap"]),
-    "grad_guards.png": ("grad norm and guard events", ["grad_norm", "guard/nonfinite", "guard/spike_loss", "guard/spike_grad", "guard/rollbacks"]),
+    "grad_guards.png": (
+        "grad norm and guard events",
+        ["grad_norm", "guard/nonfinite", "guard/spike_loss", "guard/spike_grad", "guard/rollbacks"],
+    ),
     "throughput.png": ("throughput", ["tokens_per_s", "step_time_s"]),
 }
 
@@ -116,7 +120,9 @@ def plot_metrics(rows: Iterable[dict[str, Any]], out_dir: Path) -> list[Path]:
         drawn = False
         for stage in ("rl", "distill"):
             for k in keys:
-                pts = [(r["step"], r[k]) for r in rows if r.get("stage") == stage and isinstance(r.get(k), (int, float))]
+                pts = [
+                    (r["step"], r[k]) for r in rows if r.get("stage") == stage and isinstance(r.get(k), (int, float))
+                ]
                 if pts:
                     xs, ys = zip(*pts)
                     ax.plot(xs, ys, marker="." if len(pts) < 50 else None, label=f"{stage}:{k}" if stage != "rl" else k)

@@ -59,21 +59,21 @@ def warm_up(run: RunState, policy: Policy, stage: str, model_section: dict[str, 
     """SFT of `policy` on the env's expert demonstrations (warmup.* settings, `steps` if given), or reuse a
     cached identical one. Returns (losses, cache directory it came from or None); metrics under `stage`."""
     cfg = run.cfg
-    wcfg = cfg.warmup if steps is None else replace(cfg.warmup, steps=steps)
+    warmup_cfg = cfg.warmup if steps is None else replace(cfg.warmup, steps=steps)
     cache = Path(cfg.run.root) / ".warmup_cache" / warmup_cache_key(run, model_section, steps)
     if cfg.warmup.cache and (cache / "model" / "config.json").is_file():
         log.info("%s: reusing cached result %s", stage, cache)
         policy.model.load_state_dict(load_policy(cache / "model").model.state_dict())
         policy.model.eval()
         return [], str(cache)
-    trainer = sft_trainer(policy.model, wcfg, cfg.run.seed, policy.tokenizer.pad_token_id)
-    bar = tqdm(total=wcfg.steps, desc=stage, unit="step", dynamic_ncols=True)
+    trainer = sft_trainer(policy.model, warmup_cfg, cfg.run.seed, policy.tokenizer.pad_token_id)
+    bar = tqdm(total=warmup_cfg.steps, desc=stage, unit="step", dynamic_ncols=True)
 
     def on_step(step: int, loss: float) -> None:
         bar.update(1)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss:.3f}")
-        if step % LOG_EVERY == 0 or step == wcfg.steps - 1:
+        if step % LOG_EVERY == 0 or step == warmup_cfg.steps - 1:
             run.metrics.log(step, stage, {"loss": loss})
             release_free_memory()
         if run.stop_requested:

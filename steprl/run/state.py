@@ -68,13 +68,13 @@ class RunState:
 
     def held_out(self, name: str) -> EvalResult:
         """Greedy held-out numbers of the run's policy on its eval seeds, measured once per exact weights."""
-        fp = weights_fingerprint(self.policy.model)
-        if fp in self.held_out_cache:
-            res = self.held_out_cache[fp]
+        fingerprint = weights_fingerprint(self.policy.model)
+        if fingerprint in self.held_out_cache:
+            res = self.held_out_cache[fingerprint]
             log.info("held-out success after %s: %.3f (same weights as already measured)", name, res.success)
             return res
         res, _ = evaluate(self.get_pool(), self.policy.model, name, HeldOut.from_config(self.cfg))
         log.info("held-out success after %s: %.3f (%d episodes)", name, res.success, res.episodes)
         self.held_out_cache.clear()
-        self.held_out_cache[fp] = res
+        self.held_out_cache[fingerprint] = res
         return res

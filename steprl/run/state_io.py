@@ -36,7 +36,9 @@ def flatten_state(state: Any) -> tuple[dict[str, torch.Tensor], Any]:
             return {"__float__": x.hex()}  # exact, and NaN/Inf survive JSON
         if x is None or isinstance(x, (bool, int, str)):
             return x
-        raise TypeError(f"cannot store a {type(x).__name__} in a checkpoint state (tensors, numbers, str, lists, dicts only)")
+        raise TypeError(
+            f"cannot store a {type(x).__name__} in a checkpoint state (tensors, numbers, str, lists, dicts only)"
+        )
 
     return tensors, walk(state)
 

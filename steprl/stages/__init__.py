@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from steprl.run.state import RunState
 from steprl.stages import distill, eval, rl, warmup

@@ -20,20 +20,19 @@ the teacher's on the same seeds) and the reverse KL student->teacher on sampled 
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from steprl.agents.chat import make_turn_format
 from steprl.agents.model import count_parameters, load_model
 from steprl.agents.policy import Policy, build_model_for, load_policy, save_policy
-from steprl.agents.chat import make_turn_format
 from steprl.agents.tokenizer import load_tokenizer
 from steprl.config import Config, to_dict, to_yaml
 from steprl.errors import SteprlError
 from steprl.learners.config import DistillLearnerConfig
-from steprl.learners.distill import check_same_tokenizer, reverse_kl_on, vocab_size_of
+from steprl.learners.kl import check_same_tokenizer, reverse_kl_on, vocab_size_of
 from steprl.learners.trainer import DistillMethod, DistillMode, DistillRouteError, Trainer, distill_trainer
 from steprl.rollout.plan import plan_distill
 from steprl.rollout.seeding import derive
@@ -63,15 +62,28 @@ def picks_on_policy(cfg: Config, step: int) -> bool:
 
 def learner_config(cfg: Config) -> DistillLearnerConfig:
     """The Distiller's settings: lr, KL weight and temperature from `distill`, guards from `learner`."""
-    lc = cfg.learner
+    learner_cfg = cfg.learner
     return DistillLearnerConfig(
-        lr=cfg.distill.lr, kl_coef=cfg.distill.kl_coef, temperature=cfg.distill.temperature, weight_decay=lc.weight_decay,
-        betas=tuple(lc.betas), micro_batch=lc.micro_batch, grad_clip=lc.grad_clip, spike_window=lc.spike_window,
-        spike_factor=lc.spike_factor, spike_min_history=lc.spike_min_history, spike_floor=lc.spike_floor,
-        max_consecutive_skips=lc.max_consecutive_skips, max_rollbacks=lc.max_rollbacks, rollback_lr_factor=lc.rollback_lr_factor)
+        lr=cfg.distill.lr,
+        kl_coef=cfg.distill.kl_coef,
+        temperature=cfg.distill.temperature,
+        weight_decay=learner_cfg.weight_decay,
+        betas=tuple(learner_cfg.betas),
+        micro_batch=learner_cfg.micro_batch,
+        grad_clip=learner_cfg.grad_clip,
+        spike_window=learner_cfg.spike_window,
+        spike_factor=learner_cfg.spike_factor,
+        spike_min_history=learner_cfg.spike_min_history,
+        spike_floor=learner_cfg.spike_floor,
+        max_consecutive_skips=learner_cfg.max_consecutive_skips,
+        max_rollbacks=learner_cfg.max_rollbacks,
+        rollback_lr_factor=learner_cfg.rollback_lr_factor,
+    )
 
 
-def make_trainer(cfg: Config, student: Policy, teacher: Policy) -> tuple[Trainer, DistillMode | None, DistillMode | None]:
+def make_trainer(
+    cfg: Config, student: Policy, teacher: Policy
+) -> tuple[Trainer, DistillMode | None, DistillMode | None]:
     """(trainer, on-policy mode, off-policy mode): exact KLs when the vocabulary is small, else sampled / ce."""
     try:
         return distill_trainer(student.model, teacher.model, learner_config(cfg), pad_id=student.tokenizer.pad_token_id,
@@ -127,11 +139,17 @@ def student_held_out(cfg: Config, pool: RolloutPool, student: torch.nn.Module, n
 class DistillSteps:
     """Each step: the student (on-policy) or the teacher (off-policy) plays `plan_distill`, the trainer learns."""
 
-    def __init__(self, run: RunState, ddir: Path, metrics: MetricsLogger, student: Policy, trainer: Any,
+    def __init__(self, run: RunState, distill_dir: Path, metrics: MetricsLogger, student: Policy, trainer: Any,
                  modes: tuple[str, str], pools: tuple[RolloutPool, RolloutPool], info: dict[str, Any],
                  fingerprint: str) -> None:
         """`modes` = (on-policy mode, off-policy mode); `pools` = (student pool, teacher pool)."""
-        self.run, self.ddir, self.metrics, self.student, self.trainer = run, ddir, metrics, student, trainer
+        self.run, self.distill_dir, self.metrics, self.student, self.trainer = (
+            run,
+            distill_dir,
+            metrics,
+            student,
+            trainer,
+        )
         self.modes, self.pools, self.info, self.fingerprint = modes, pools, info, fingerprint
         self.on = False
         self.last_path: Path | None = None
@@ -159,28 +177,31 @@ class DistillSteps:
     def save(self, next_step: int) -> None:
         """Student + trainer state, with the held-out 'before' numbers and the teacher's fingerprint."""
         cfg = self.run.cfg
-        self.last_path = save_checkpoint(self.ddir / "checkpoints", next_step, lambda d: save_policy(self.student, d),
-                                         self.trainer.state_dict(),
-                                         {"stage": "distill", "version": next_step, "held_out": self.info,
-                                          "teacher_fingerprint": self.fingerprint})
-        prune(self.ddir / "checkpoints", cfg.rl.keep_last, cfg.rl.keep_every)
+        self.last_path = save_checkpoint(
+            self.distill_dir / "checkpoints",
+            next_step,
+            lambda d: save_policy(self.student, d),
+            self.trainer.state_dict(),
+            {"stage": "distill", "version": next_step, "held_out": self.info, "teacher_fingerprint": self.fingerprint},
+        )
+        prune(self.distill_dir / "checkpoints", cfg.rl.keep_last, cfg.rl.keep_every)
         self.metrics.plot()
 
 
-def _checkpoint_to_resume(ddir: Path, fingerprint: str, metrics: MetricsLogger) -> Checkpoint | None:
+def _checkpoint_to_resume(distill_dir: Path, fingerprint: str, metrics: MetricsLogger) -> Checkpoint | None:
     """The newest complete distillation checkpoint made with this teacher; others are moved aside."""
-    ck = latest_good(ddir / "checkpoints")
-    if ck is not None and ck.state.get("teacher_fingerprint") != fingerprint:  # e.g. RL was extended: a new teacher
-        stale = ddir / f"checkpoints_stale_{ck.state.get('teacher_fingerprint', 'unknown')[:12]}"
+    ckpt = latest_good(distill_dir / "checkpoints")
+    if ckpt is not None and ckpt.state.get("teacher_fingerprint") != fingerprint:  # e.g. RL was extended: a new teacher
+        stale = distill_dir / f"checkpoints_stale_{ckpt.state.get('teacher_fingerprint', 'unknown')[:12]}"
         log.warning("distill: checkpoints in %s were made with another teacher; moved to %s, starting over",
-                    ddir, stale.name)
-        (ddir / "checkpoints").rename(stale)
+                    distill_dir, stale.name)
+        (distill_dir / "checkpoints").rename(stale)
         metrics.truncate_after(-1, "distill")
         return None
-    return ck if ck is not None and ck.state.get("stage") == "distill" else None
+    return ckpt if ckpt is not None and ckpt.state.get("stage") == "distill" else None
 
 
-def _train_student(run: RunState, ddir: Path, metrics: MetricsLogger, student: Policy,
+def _train_student(run: RunState, distill_dir: Path, metrics: MetricsLogger, student: Policy,
                    s_pool: RolloutPool) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Resume or start (student warm-up, 'before' numbers), the step loop, the 'after' numbers.
 
@@ -191,38 +212,44 @@ def _train_student(run: RunState, ddir: Path, metrics: MetricsLogger, student: P
     pad = student.tokenizer.pad_token_id
     t_pool = run.get_pool()
     fingerprint = weights_fingerprint(teacher.model)
-    ck = _checkpoint_to_resume(ddir, fingerprint, metrics)
+    ckpt = _checkpoint_to_resume(distill_dir, fingerprint, metrics)
     start, info = 0, {}
-    if ck is not None:
-        trainer.load_state_dict(ck.learner_state())
-        start, info = ck.step, dict(ck.state.get("held_out", {}))
+    if ckpt is not None:
+        trainer.load_state_dict(ckpt.learner_state())
+        start, info = ckpt.step, dict(ckpt.state.get("held_out", {}))
         metrics.truncate_after(start - 1, "distill")
-        log.info("distill: resuming from %s", ck.path)
+        log.info("distill: resuming from %s", ckpt.path)
     if not info and cfg.distill.student_warmup_steps:  # fresh start: the student learns the protocol from demos
         warm_up(run, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps)
     if not info:
         info = {"teacher": success_fields(run.held_out("teacher").to_dict()),  # measured once per weights
                 "before": student_held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad)}
     t_pool.set_weights(0, weights_copy(teacher.model))
-    steps = DistillSteps(run, ddir, metrics, student, trainer, (on_mode, off_mode), (s_pool, t_pool), info, fingerprint)
-    loop = Loop("distill", start, cfg.distill.steps, cfg.distill.checkpoint_every, ddir / "rollouts", metrics,
+    steps = DistillSteps(
+        run, distill_dir, metrics, student, trainer, (on_mode, off_mode), (s_pool, t_pool), info, fingerprint
+    )
+    loop = Loop("distill", start, cfg.distill.steps, cfg.distill.checkpoint_every, distill_dir / "rollouts", metrics,
                 f"continue with `steprl resume {run.dir}`")
     run_steps(loop, steps, lambda: run.stop_requested)
     after = student_held_out(cfg, s_pool, student.model, "student", teacher.model, pad)
     if steps.last_path is None:  # nothing left to train: the newest checkpoint is the result
-        ck = latest_good(ddir / "checkpoints")
-        if ck is None:
+        ckpt = latest_good(distill_dir / "checkpoints")
+        if ckpt is None:
             steps.save(cfg.distill.steps)
-        return info, after, steps.last_path if ck is None else ck.path
+        return info, after, steps.last_path if ckpt is None else ckpt.path
     return info, after, steps.last_path
 
 
-def _result(cfg: Config, ddir: Path, info: dict[str, Any], after: dict[str, Any], path: Path, student: Policy,
+def _result(cfg: Config, distill_dir: Path, info: dict[str, Any], after: dict[str, Any], path: Path, student: Policy,
             teacher: Policy) -> dict[str, Any]:
     """The stage summary: the student's held-out numbers, before/after, retention, sizes."""
-    t_succ, s_params, t_params = info["teacher"]["success"], count_parameters(student.model), count_parameters(teacher.model)
+    t_succ, s_params, t_params = (
+        info["teacher"]["success"],
+        count_parameters(student.model),
+        count_parameters(teacher.model),
+    )
     result = {k: v for k, v in after.items() if k != "kl"}
-    result.update(steps=cfg.distill.steps, method=cfg.distill.method, dir=str(ddir), final_checkpoint=str(path),
+    result.update(steps=cfg.distill.steps, method=cfg.distill.method, dir=str(distill_dir), final_checkpoint=str(path),
                   kl_before=info["before"]["kl"], kl_after=after["kl"], success_before=info["before"]["success"],
                   teacher_success=t_succ, retention=after["success"] / t_succ if t_succ > 0 else None,
                   student_params=s_params, teacher_params=t_params, param_ratio=s_params / t_params,
@@ -233,29 +260,32 @@ def _result(cfg: Config, ddir: Path, info: dict[str, Any], after: dict[str, Any]
 def run(run: RunState) -> dict[str, Any]:
     """Distil the run's policy (the teacher) into a new student under `<run dir>/distill`; the stage summary."""
     cfg, teacher = run.cfg, run.policy
-    ddir = Path(run.dir) / "distill"
-    ddir.mkdir(parents=True, exist_ok=True)
-    if not (ddir / "config.yaml").is_file():
-        (ddir / "config.yaml").write_text(to_yaml(cfg))
+    distill_dir = Path(run.dir) / "distill"
+    distill_dir.mkdir(parents=True, exist_ok=True)
+    if not (distill_dir / "config.yaml").is_file():
+        (distill_dir / "config.yaml").write_text(to_yaml(cfg))
     student = build_student(cfg, teacher)
     grad_flags = [p.requires_grad for p in teacher.model.parameters()]
-    metrics, s_pool = MetricsLogger(ddir), None
+    metrics, s_pool = MetricsLogger(distill_dir), None
     try:
         s_pool = make_pool(cfg, student, reserve_cpus=False)
-        info, after, path = _train_student(run, ddir, metrics, student, s_pool)
+        info, after, path = _train_student(run, distill_dir, metrics, student, s_pool)
     finally:
         for p, flag in zip(teacher.model.parameters(), grad_flags):
             p.requires_grad_(flag)
         metrics.close()
         if s_pool is not None:
             s_pool.close()
-    result = _result(cfg, ddir, info, after, path, student, teacher)
-    write_summary(ddir, {"stages": {"distill": result}, "final_checkpoint": str(path), "params": result["student_params"]})
+    result = _result(cfg, distill_dir, info, after, path, student, teacher)
+    write_summary(
+        distill_dir, {"stages": {"distill": result}, "final_checkpoint": str(path), "params": result["student_params"]}
+    )
     return result
 
 
 def run_standalone(cfg: Config) -> dict[str, Any]:
-    """`steprl distill`: teacher from `distill.teacher` (checkpoint, run or model dir), output in runs/<name>/distill/."""
+    """`steprl distill`: the teacher from `distill.teacher` (checkpoint, run or model dir); output in
+    runs/<name>/distill/."""
     if cfg.distill.teacher is None:
         raise SteprlError("distill.teacher is not set: pass distill.teacher=<checkpoint dir or run dir>")
     teacher_dir = resolve_policy_dir(cfg.distill.teacher)

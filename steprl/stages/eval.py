@@ -42,7 +42,9 @@ def run(run: RunState) -> dict[str, Any]:
             s_pool.close()
     teacher = rows[0]
     result = success_fields(teacher.to_dict())
-    result.update(policies=[r.to_dict() for r in rows], table=format_table(rows), timing_repeats=cfg.eval.timing_repeats)
+    result.update(
+        policies=[r.to_dict() for r in rows], table=format_table(rows), timing_repeats=cfg.eval.timing_repeats
+    )
     if len(rows) == 2:
         t, st = rows
         result["student_vs_teacher"] = {"success_ratio": st.success / t.success if t.success > 0 else None,
@@ -67,8 +69,14 @@ def timed_evaluations(held_out: HeldOut, entries: list[tuple[str, RolloutPool, t
         for i, (name, pool, model) in enumerate(entries):
             res, trajs = evaluate(pool, model, name, held_out)
             if first[i] is None:
-                first[i], digests[i], tokens[i] = res, [t.digest for t in trajs], sum(t.num_action_tokens for t in trajs)
+                first[i], digests[i], tokens[i] = (
+                    res,
+                    [t.digest for t in trajs],
+                    sum(t.num_action_tokens for t in trajs),
+                )
             elif [t.digest for t in trajs] != digests[i]:
-                raise SteprlError(f"evaluation of {name} gave different trajectories when repeated: determinism is broken")
+                raise SteprlError(
+                    f"evaluation of {name} gave different trajectories when repeated: determinism is broken"
+                )
             best[i] = min(best[i], res.wall_s)
     return [replace(r, wall_s=w, tokens_per_s=n / max(w, 1e-9)) for r, w, n in zip(first, best, tokens)]

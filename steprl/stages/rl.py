@@ -24,20 +24,22 @@ from steprl.run.trainers import rl_learner
 
 def _resume_point(run: RunState, learner: Trainer) -> tuple[int, dict[str, torch.Tensor]]:
     """(first step, weights of the version that plays it): from the checkpoint's learner and in-flight state."""
-    staleness, ck = run.cfg.rollout.staleness, run.resume_from
-    if ck is None or ck.state.get("stage") != "rl":
+    staleness, ckpt = run.cfg.rollout.staleness, run.resume_from
+    if ckpt is None or ckpt.state.get("stage") != "rl":
         return 0, learner.weights()
-    saved = ck.learner_state()
+    saved = ckpt.learner_state()
     learner.load_state_dict(saved)
-    start = ck.step
+    start = ckpt.step
     run.metrics.truncate_after(start - 1, "rl")
     version = rollout_version(start, staleness)
     if version == start:
         return start, learner.weights()
     inflight = saved.get("inflight")
     if not inflight or int(inflight["version"]) != version:
-        raise SteprlError(f"{ck.path} holds no weights of policy version {version}, which plays step {start} "
-                          f"with rollout.staleness={staleness}; it was written with another staleness (start a new run)")
+        raise SteprlError(
+            f"{ckpt.path} holds no weights of policy version {version}, which plays step {start} "
+            f"with rollout.staleness={staleness}; it was written with another staleness (start a new run)"
+        )
     return start, inflight["weights"]
 
 

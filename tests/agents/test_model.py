@@ -38,12 +38,20 @@ def test_bitwise_in_fresh_process():
     code = (
         "import hashlib, torch\n"
         "from steprl.agents.config import ModelConfig\nfrom steprl.agents.model import build_model\n"
-        "m = build_model(ModelConfig(layers=2, hidden=64, heads=2, kv_heads=1, intermediate=128, max_positions=256), 101, 3)\n"
+        "m = build_model(ModelConfig(layers=2, hidden=64, heads=2, kv_heads=1, intermediate=128, "
+        "max_positions=256), 101, 3)\n"
         "h = hashlib.sha256()\n"
-        "for k, v in sorted(m.state_dict().items()):\n    h.update(k.encode()); h.update(v.contiguous().numpy().tobytes())\n"
+        "for k, v in sorted(m.state_dict().items()):\n    h.update(k.encode()); "
+        "h.update(v.contiguous().numpy().tobytes())\n"
         "print(h.hexdigest())\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env={"PYTHONHASHSEED": "7", "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PYTHONHASHSEED": "7", "PATH": ""},
+    )
     assert out.stdout.strip().splitlines()[-1] == weights_digest(build_model(TINY, 101, 3))
 
 

@@ -31,12 +31,17 @@ def test_special_text_in_observation_stays_characters():
     assert len(ids) == 5 and tok.eos_token_id not in ids
     assert encode_markup(tok, "a<eos>") == [tok.convert_tokens_to_ids("a"), 2]
     # an unknown character becomes <unk>, never vanishes
-    assert encode_text(tok, "a\u00e9b") == [tok.convert_tokens_to_ids("a"), tok.unk_token_id, tok.convert_tokens_to_ids("b")]
+    assert encode_text(tok, "a\u00e9b") == [
+        tok.convert_tokens_to_ids("a"),
+        tok.unk_token_id,
+        tok.convert_tokens_to_ids("b"),
+    ]
 
 
 def test_deterministic_across_processes(tmp_path):
     build_char_tokenizer().save_pretrained(tmp_path / "a")
-    code = f"from steprl.agents.tokenizer import build_char_tokenizer; build_char_tokenizer().save_pretrained({str(tmp_path / 'b')!r})"
+    code = ("from steprl.agents.tokenizer import build_char_tokenizer; "
+            f"build_char_tokenizer().save_pretrained({str(tmp_path / 'b')!r})")
     subprocess.run([sys.executable, "-c", code], check=True, env={"PYTHONHASHSEED": "123", "PATH": ""})
     assert (tmp_path / "a" / "tokenizer.json").read_bytes() == (tmp_path / "b" / "tokenizer.json").read_bytes()
 

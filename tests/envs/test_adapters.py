@@ -6,13 +6,12 @@ import sys
 import types
 
 import gymnasium as gym
+import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
 from steprl.envs.adapters import DiscreteToText, QAEnv, exact_match, reasoning_gym_env, render_value
 from steprl.envs.text import CHARSET
-
-import numpy as np
 
 
 def test_check_env_discrete_frozenlake() -> None:

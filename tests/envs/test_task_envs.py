@@ -69,7 +69,9 @@ def test_demonstrations_solve_50_seeds(env_id: str, fmt: str) -> None:
         assert info["tool_calls"] == len(demo) - 1 and info["tool_errors"] == 0 and info["malformed"] == 0
 
 
-@pytest.mark.parametrize("kwargs", [{"digits": 6, "ops": 2, "steps": 3}, {"digits": 3, "ops": 1, "steps": 2, "operators": "+-*/"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"digits": 6, "ops": 2, "steps": 3}, {"digits": 3, "ops": 1, "steps": 2, "operators": "+-*/"}]
+)
 def test_multistep_calculator_demos(kwargs: dict) -> None:
     env = gym.make("steprl/Calculator-v0", format="compact", **kwargs).unwrapped
     for seed in range(50):
@@ -148,10 +150,25 @@ def test_guess_needs_feedback() -> None:
 
 @pytest.mark.parametrize("env_id", TASKS)
 @settings(max_examples=60, deadline=None)
-@given(turns=st.lists(st.one_of(st.text(max_size=300), st.sampled_from([
-    "<answer>", "<call>calc 9**9**9</call>", '<tool_call>{"name": "lookup", "arguments": {"key": []}}</tool_call>',
-    "<call>guess 1e9</call>", '<tool_call>{"name": "calc", "arguments": {"expression": "__import__(\'os\')"}}</tool_call>',
-    "<call>lookup </call>", "<call>guess -99999999999999999999999999999999999999999999</call>"])), max_size=8))
+@given(
+    turns=st.lists(
+        st.one_of(
+            st.text(max_size=300),
+            st.sampled_from(
+                [
+                    "<answer>",
+                    "<call>calc 9**9**9</call>",
+                    '<tool_call>{"name": "lookup", "arguments": {"key": []}}</tool_call>',
+                    "<call>guess 1e9</call>",
+                    '<tool_call>{"name": "calc", "arguments": {"expression": "__import__(\'os\')"}}</tool_call>',
+                    "<call>lookup </call>",
+                    "<call>guess -99999999999999999999999999999999999999999999</call>",
+                ]
+            ),
+        ),
+        max_size=8,
+    )
+)
 def test_env_never_raises(env_id: str, turns: list[str]) -> None:
     for fmt in FORMATS:
         env = gym.make(env_id, format=fmt).unwrapped

@@ -24,7 +24,11 @@ def test_lookup_and_guess_results() -> None:
     assert run_tool(lookup, {"key": " ab.city "}, ctx).text == "zuto"
     miss = run_tool(lookup, {"key": "zz.city"}, ctx)
     assert miss.error and miss.text == "error: no such key: zz.city"
-    assert [run_tool(guess, {"number": n}, {"secret": 40}).text for n in (10, "40", 90)] == ["higher", "correct", "lower"]
+    assert [run_tool(guess, {"number": n}, {"secret": 40}).text for n in (10, "40", 90)] == [
+        "higher",
+        "correct",
+        "lower",
+    ]
     bad = run_tool(guess, {"number": "4x"}, {"secret": 40})
     assert bad.error and "must be an integer" in bad.text
     assert run_tool(guess, {"number": True}, {"secret": 1}).error

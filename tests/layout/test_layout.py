@@ -7,8 +7,9 @@ Top-level folders map into the `steprl.` namespace (pyproject's package-dir), so
 from __future__ import annotations
 
 import ast
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 ROOT = Path(__file__).resolve().parents[2]
 

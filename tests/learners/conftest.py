@@ -19,7 +19,7 @@ def tiny_model(seed: int = 0) -> LlamaForCausalLM:
         model = LlamaForCausalLM(cfg)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for name, p in sorted(model.named_parameters()):
+        for _name, p in sorted(model.named_parameters()):
             if p.dim() == 1:
                 p.fill_(1.0)
             else:

@@ -1,4 +1,4 @@
-"""Advantage estimators (NUMERICS B5)."""
+"""Advantage estimators (docs/numerics.md#advantages)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Batch layout, micro-batching and fp32 log-probs (NUMERICS B1, B6)."""
+"""Batch layout, micro-batching and fp32 log-probs (docs/numerics.md#guards, #losses)."""
 
 from __future__ import annotations
 
@@ -63,7 +63,9 @@ def test_token_logprobs_fp32_matches_fp64_reference_with_temperature(new_model):
         for b, L in ((0, 5), (1, 3)):
             z = model(input_ids=tokens[b : b + 1, :L]).logits[0, :-1].double() / 0.7
             ref = torch.log_softmax(z, -1)
-            assert torch.allclose(logp[b, : L - 1].double(), ref.gather(-1, tokens[b, 1:L, None]).squeeze(-1), atol=1e-5)
+            assert torch.allclose(
+                logp[b, : L - 1].double(), ref.gather(-1, tokens[b, 1:L, None]).squeeze(-1), atol=1e-5
+            )
             ref_ent = torch.logsumexp(z, -1) - (torch.softmax(z, -1) * z).sum(-1)
             assert torch.allclose(ent[b, : L - 1].double(), ref_ent, atol=1e-5)
     with pytest.raises(ValueError):

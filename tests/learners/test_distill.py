@@ -1,4 +1,5 @@
-"""Distillation math and the distillation trainer: exact KLs, zero gradient at q == p, guards, resume, tokenizer refusal."""
+"""Distillation math and the distillation trainer: exact KLs, zero gradient at q == p, guards, resume,
+tokenizer refusal."""
 
 from __future__ import annotations
 
@@ -11,8 +12,15 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from steprl.agents.tokenizer import build_char_tokenizer
 from steprl.learners.config import DistillLearnerConfig, LearnerConfig
-from steprl.learners.distill import (check_same_tokenizer, forward_kl_full, reverse_kl_full, reverse_kl_on,
-                                     sampled_advantages, token_advantages, use_full_vocab)
+from steprl.learners.kl import (
+    check_same_tokenizer,
+    forward_kl_full,
+    reverse_kl_full,
+    reverse_kl_on,
+    sampled_advantages,
+    token_advantages,
+    use_full_vocab,
+)
 from steprl.learners.trainer import DistillMethod, DistillMode, distill_trainer, rl_trainer
 from steprl.run.state_io import flatten_state, unflatten_state
 
@@ -57,7 +65,9 @@ def test_full_kls_match_fp64_reference_and_respect_mask():
     assert float(forward_kl_full(s, t, mask)) == pytest.approx(float(ref_fwd), abs=1e-5)
     assert float(ref_rev) > 0.1 and abs(float(ref_rev) - float(ref_fwd)) > 1e-3  # the two directions differ
     # temperature divides both logit sets
-    assert float(reverse_kl_full(s, t, mask, 2.0)) == pytest.approx(float((_ref_kl(s / 2, t / 2) * mask).sum() / mask.sum()), abs=1e-5)
+    assert float(reverse_kl_full(s, t, mask, 2.0)) == pytest.approx(
+        float((_ref_kl(s / 2, t / 2) * mask).sum() / mask.sum()), abs=1e-5
+    )
     # masked-out positions never reach the result, even when non-finite
     s2 = s.clone()
     s2[0, 2] = float("nan")
@@ -223,7 +233,9 @@ def test_refuses_different_vocab_sizes():
 def test_sampled_path_through_the_rl_learner_lowers_kl(toy_batch):
     """Large-vocabulary route: on-policy advantages -(log q - log p_T) through the policy-gradient trainer."""
     teacher, student = tiny(0), tiny(7, hidden=16)
-    learner = rl_trainer(student, LearnerConfig(lr=1e-2, micro_batch=16, advantage="reinforce"), pad_id=0, total_steps=40)
+    learner = rl_trainer(
+        student, LearnerConfig(lr=1e-2, micro_batch=16, advantage="reinforce"), pad_id=0, total_steps=40
+    )
     held = toy_batch(student, 2, 8, step=999)
     kl0 = reverse_kl_on(student, teacher, held, pad_id=0)
     for k in range(25):

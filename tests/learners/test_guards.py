@@ -1,4 +1,4 @@
-"""Guards (NUMERICS B9-B11): each test fails if its guard is removed."""
+"""Guards (docs/numerics.md#guards): each test fails if its guard is removed."""
 
 from __future__ import annotations
 
@@ -8,8 +8,14 @@ import math
 import pytest
 import torch
 
-from steprl.learners.guards import (RollbackGuard, SpikeDetector, TrainingDivergedError, clip_grad_norm, grad_norm,
-                                    nonfinite_check)
+from steprl.learners.guards import (
+    RollbackGuard,
+    SpikeDetector,
+    TrainingDivergedError,
+    clip_grad_norm,
+    grad_norm,
+    nonfinite_check,
+)
 
 
 def _params_with_grads(*grads):

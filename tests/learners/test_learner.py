@@ -112,8 +112,12 @@ def test_observation_behaviour_logprobs_do_not_matter(new_model, toy_batch):
 def test_b2_stale_behaviour_logprobs_far_off_stay_finite(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 2, 4, step=0)
-    off = [replace(t, behavior_logprobs=tuple(lp - 100.0 if m else lp for lp, m in zip(t.behavior_logprobs, t.action_mask)))
-           for t in trajs]
+    off = [
+        replace(
+            t, behavior_logprobs=tuple(lp - 100.0 if m else lp for lp, m in zip(t.behavior_logprobs, t.action_mask))
+        )
+        for t in trajs
+    ]
     d = rl_trainer(model, LearnerConfig(lr=1e-2)).update(off)
     assert d["skipped"] == 0.0 and math.isfinite(d["loss"]) and math.isfinite(d["grad_norm"])
     assert d["tis_clip_frac"] == 1.0 and d["logprob_gap"] == pytest.approx(100.0, abs=1e-3)
@@ -190,7 +194,9 @@ def test_token_advantages_override_the_estimator(new_model, toy_batch):
 def test_zero_variance_groups_counted_and_filtered(new_model, traj):
     model = new_model(0)
     trajs = [traj(i, [3, 4, 5], [0, 1, 1], [0.0, -2.0, -2.0], reward=1.0, group=0, member=i) for i in range(3)]
-    trajs += [traj(3 + i, [3, 4, 6], [0, 1, 1], [0.0, -2.0, -2.0], reward=float(i), group=1, member=i) for i in range(2)]
+    trajs += [
+        traj(3 + i, [3, 4, 6], [0, 1, 1], [0.0, -2.0, -2.0], reward=float(i), group=1, member=i) for i in range(2)
+    ]
     d = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2)).update(trajs)
     assert d["zero_adv_groups"] == 1.0 and d["tokens_trained"] == 10.0 and math.isfinite(d["loss"])
     d = rl_trainer(copy.deepcopy(model), LearnerConfig(lr=1e-2, filter_zero_groups=True)).update(trajs)

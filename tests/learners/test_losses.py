@@ -1,4 +1,4 @@
-"""Policy losses and per-token terms (NUMERICS B2, B3, B4, B6, B7, B13, B14)."""
+"""Policy losses and per-token terms (docs/numerics.md#losses and #guards)."""
 
 from __future__ import annotations
 

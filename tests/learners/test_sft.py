@@ -13,7 +13,11 @@ from steprl.learners.config import WarmupConfig
 from steprl.learners.sft import sft_batch
 from steprl.learners.trainer import sft_trainer
 
-DATA = [([3, 4, 5, 6, 7, 8], [0, 0, 1, 1, 1, 1]), ([3, 9, 10, 11, 12], [0, 0, 1, 0, 1]), ([2, 13, 14, 15], [0, 1, 1, 1])]
+DATA = [
+    ([3, 4, 5, 6, 7, 8], [0, 0, 1, 1, 1, 1]),
+    ([3, 9, 10, 11, 12], [0, 0, 1, 0, 1]),
+    ([2, 13, 14, 15], [0, 1, 1, 1]),
+]
 
 
 def _batch_for_step(k):
@@ -34,10 +38,12 @@ def test_loss_counts_only_action_tokens(new_model):
 def test_lr_warmup_then_cosine_to_ten_percent(new_model):
     trainer = sft_trainer(new_model(0), WarmupConfig(steps=6, warmup_steps=2, lr=1.0), seed=0, pad_id=0)
     lrs = []
-    for k in range(6):
+    for _ in range(6):
         lrs.append(trainer.current_lr())
         trainer.step += 1
-    assert lrs == pytest.approx([0.5, 1.0, 1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p / 4)) for p in (1, 2, 3)])
+    assert lrs == pytest.approx(
+        [0.5, 1.0, 1.0] + [0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p / 4)) for p in (1, 2, 3)]
+    )
 
 
 def test_sft_loss_drops_by_half(new_model):

@@ -10,7 +10,8 @@ Name it in config as `rollout.backend=replay_backend:ReplayGenerator` (tests/rol
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from steprl.rollout.backends.base import INACTIVE, LENGTH, STOP, TurnResult
 

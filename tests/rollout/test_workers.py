@@ -1,9 +1,9 @@
-"""Rollout pool: inline, 1 and 2 Ray workers give identical trajectories; replay proves records; bad envs are contained."""
+"""Rollout pool: inline, 1 and 2 Ray workers give identical trajectories; replay proves records;
+bad envs are contained."""
 
 import gymnasium as gym
 import pytest
 import ray
-import torch
 
 from steprl.agents.policy import build_policy
 from steprl.config import load_config
@@ -12,7 +12,9 @@ from steprl.rollout.ray_setup import init_ray
 from steprl.rollout.replay import compare, replay
 from steprl.rollout.workers import RolloutPool, RolloutWorker, WorkerSpec
 
-CFG = load_config("smoke", ["rollout.groups=4", "rollout.group_size=4", "rollout.micro_batch=4", "env.kwargs.max_turns=3"])
+CFG = load_config(
+    "smoke", ["rollout.groups=4", "rollout.group_size=4", "rollout.micro_batch=4", "env.kwargs.max_turns=3"]
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +30,9 @@ def policy():
 
 
 def spec_for(policy, env_kwargs=None):
-    return WorkerSpec(policy.model.config, policy.tokenizer, dict(env_kwargs or CFG.env.kwargs), CFG.rollout.sampling, 1)
+    return WorkerSpec(
+        policy.model.config, policy.tokenizer, dict(env_kwargs or CFG.env.kwargs), CFG.rollout.sampling, 1
+    )
 
 
 def play(policy, executor, workers, step=1):
@@ -65,7 +69,9 @@ def test_replay_identical_then_detects_a_changed_token(policy):
     pos = t.prompt_len + 1
     toks = list(t.tokens)
     toks[pos] = (toks[pos] + 1) % 50 + 4
-    tampered[5] = type(t).build(**{**{f: getattr(t, f) for f in t.__dataclass_fields__ if f != "digest"}, "tokens": toks})
+    tampered[5] = type(t).build(
+        **{**{f: getattr(t, f) for f in t.__dataclass_fields__ if f != "digest"}, "tokens": toks}
+    )
     bad = compare(tampered, again)
     assert [m.index for m in bad] == [5] and bad[0].first_token == pos
 

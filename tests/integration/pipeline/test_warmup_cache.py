@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from steprl.pipeline import train
-
 from digests import tree_digest
+
+from steprl.pipeline import train
 
 WARMUP_ONLY = ["stages=[warmup]", "warmup.cache=true", "warmup.steps=10"]
 
@@ -18,7 +18,10 @@ def test_cached_warmup_is_bitwise_the_fresh_one_and_keys_on_threads(smoke):
     root = Path(smoke().run.root)
     assert fresh["stages"]["warmup"]["cached_from"] is None
     assert again["stages"]["warmup"]["cached_from"] is not None  # reused ...
-    assert tree_digest(root / "again", 0)["model/model.safetensors"] == tree_digest(root / "fresh", 0)["model/model.safetensors"]
+    assert (
+        tree_digest(root / "again", 0)["model/model.safetensors"]
+        == tree_digest(root / "fresh", 0)["model/model.safetensors"]
+    )
     assert other["stages"]["warmup"]["cached_from"] is None  # ... but never across thread counts (other float sums)
     assert len(list((root / ".warmup_cache").iterdir())) == 2
 

@@ -12,12 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
+from relhelp import digests, pool_parts, weights_of, with_env
 
 from steprl.rollout.plan import plan_step
 from steprl.rollout.seeding import derive
 from steprl.rollout.workers import RolloutError, RolloutPool
-
-from relhelp import digests, pool_parts, weights_of, with_env
 
 KILLS = 10
 SEED = 1234
@@ -67,7 +66,7 @@ def test_worker_killed_mid_step_10_times_gives_identical_steps(setup):
             pids = pool.pids()
             restarts = pool.restarts
             out: dict = {}
-            th = threading.Thread(target=lambda: out.update(trajs=pool.play(specs)), daemon=True)
+            th = threading.Thread(target=lambda out=out: out.update(trajs=pool.play(specs)), daemon=True)
             th.start()
             time.sleep(delay)
             running = th.is_alive()
@@ -170,7 +169,10 @@ def test_hung_worker_is_killed_after_the_timeout_and_the_step_is_identical(setup
         took = time.perf_counter() - t0
         assert marker.exists() and pool.restarts == 1  # it did hang, and its actor was replaced
         assert digests(got) == want
-        print(f"\nFIGURE hung-worker: killed after the 5 s timeout, step identical in {took:.1f} s, restarts {pool.restarts}")
+        print(
+            f"\nFIGURE hung-worker: killed after the 5 s timeout, step identical in {took:.1f} s, restarts "
+            f"{pool.restarts}"
+        )
         pool.close()
     finally:
         spec.env_kwargs.pop("marker")

@@ -15,17 +15,16 @@ import shutil
 from pathlib import Path
 
 import pytest
+from digests import tree_digest
+from relhelp import snapshot_tree
 
+import steprl.rollout.store
 import steprl.run.checkpoint
 import steprl.run.metrics
-import steprl.rollout.store
 from steprl.errors import SteprlError
 from steprl.pipeline import resume, train
 from steprl.rollout.store import RecordWriteError
 from steprl.run.run_dir import open_run_dir
-
-from digests import tree_digest
-from relhelp import snapshot_tree
 
 RUN = ["rl.steps=4", "rl.checkpoint_every=2", "warmup.cache=true", "eval.episodes=4", "eval.micro_batch=4"]
 
@@ -80,7 +79,9 @@ def _full_disk_open(should_fail, before):
 
 
 @pytest.mark.parametrize("target", ["metrics", "rollouts", "checkpoint"])
-def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(smoke, root, baseline, monkeypatch, target):
+def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(
+    smoke, root, baseline, monkeypatch, target
+):
     cfg = smoke(*RUN, name=f"full-{target}", root=root)
     run_dir = root / f"full-{target}"
     prev = run_dir / "checkpoints" / "step_000002"
@@ -90,11 +91,24 @@ def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(sm
         seen.setdefault("prev", snapshot_tree(prev))
 
     if target == "metrics":
-        monkeypatch.setattr(steprl.run.metrics, "open", _full_disk_open(lambda p, m: p.endswith("metrics.jsonl") and prev.is_dir()
-                                                                     and (run_dir / "rollouts" / "step_000003.jsonl.gz").exists(), before), raising=False)
+        monkeypatch.setattr(
+            steprl.run.metrics,
+            "open",
+            _full_disk_open(
+                lambda p, m: (
+                    p.endswith("metrics.jsonl")
+                    and prev.is_dir()
+                    and (run_dir / "rollouts" / "step_000003.jsonl.gz").exists()
+                ),
+                before,
+            ),
+            raising=False,
+        )
         err_type, needle = steprl.run.metrics.MetricsError, "metrics.jsonl"
     elif target == "rollouts":
-        monkeypatch.setattr(steprl.rollout.store, "open", _full_disk_open(lambda p, m: "step_000003" in p, before), raising=False)
+        monkeypatch.setattr(
+            steprl.rollout.store, "open", _full_disk_open(lambda p, m: "step_000003" in p, before), raising=False
+        )
         err_type, needle = RecordWriteError, "step_000003.jsonl.gz"
     else:
         real = steprl.run.checkpoint.save_state
@@ -160,7 +174,9 @@ def test_replay_refuses_damaged_records_naming_file_and_line(capsys, tmp_path, b
     if case in RECORD_CASES:
         damage, needle = RECORD_CASES[case]
         damage(rec)
-        needle = f"{rec}" + ("" if needle.startswith(":") else ": ") + needle if not needle.startswith("header") else needle
+        needle = (
+            f"{rec}" + ("" if needle.startswith(":") else ": ") + needle if not needle.startswith("header") else needle
+        )
     else:
         step, needle = "99", "no rollout record for step 99"
     before = snapshot_tree(run)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from steprl import cmd_envs
+from steprl.cli import envs as cmd_envs
 from steprl.errors import SteprlError
 
 

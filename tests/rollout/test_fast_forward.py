@@ -51,7 +51,7 @@ def test_prefill_and_decode_logits_match_transformers(shape):
     caches = [GrowingCache(n_layers), GrowingCache(n_layers)]
     worst = 0.0
     with torch.no_grad():
-        for step in range(4):
+        for _step in range(4):
             width = ids.shape[1]
             mask = _mask(valid, width)
             ref = pol.model(input_ids=ids, attention_mask=mask, position_ids=pos, cache=caches[0], use_cache=True,

@@ -6,8 +6,9 @@ import dataclasses
 import re
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from steprl.rollout.trajectory import EpisodeSpec
 

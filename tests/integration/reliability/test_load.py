@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 import time
 
-import pytest
+from relhelp import plasma_usage, pool_parts, proc_kib, weights_of
 
 from steprl.rollout.plan import plan_step
 from steprl.rollout.workers import RolloutPool
-
-from relhelp import pool_parts, plasma_usage, proc_kib, weights_of
 
 
 def _cfg(root, *overrides):
@@ -42,9 +40,12 @@ def test_1000_episode_step_on_2_workers_has_bounded_memory(ray_session, tmp_path
     assert len(trajs) == 1000 and [t.spec.index for t in trajs] == list(range(1000))
     tokens = sum(len(t.tokens) for t in trajs)
     growth = (driver1 - driver0) / 1024
-    print(f"\nFIGURE load-1000: {wall:.1f}s, {tokens:,} tokens; driver RSS {driver0 / 1024:.0f} -> {driver1 / 1024:.0f} MiB "
-          f"(+{growth:.0f}), worker peak RSS {[round(p / 1024) for p in peaks]} MiB "
-          f"(before the step {[round(w / 1024) for w in workers0]})")
+    print(
+        f"\nFIGURE load-1000: {wall:.1f}s, {tokens:,} tokens; driver RSS {driver0 / 1024:.0f} -> "
+        f"{driver1 / 1024:.0f} MiB "
+        f"(+{growth:.0f}), worker peak RSS {[round(p / 1024) for p in peaks]} MiB "
+        f"(before the step {[round(w / 1024) for w in workers0]})"
+    )
     assert growth < 200
     assert max(peaks) < 1536 * 1024
     assert max(p - w for p, w in zip(peaks, workers0)) < 300 * 1024

@@ -8,9 +8,23 @@ from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 
 def make(tokens=(1, 2, 3), reward=1.0):
-    spec = EpisodeSpec(step=2, index=5, group=1, member=1, env_id="steprl/Calculator-v0", env_seed=9, sample_key=2**63 + 5)
-    return Trajectory.build(spec=spec, policy_version=2, tokens=tokens, action_mask=(0, 1, 1), behavior_logprobs=(0.0, -0.5, -1.25),
-                            reward=reward, turn_rewards=(0.0, reward), num_turns=2, finished=True, truncated=False, tool_calls=1, tool_errors=0)
+    spec = EpisodeSpec(
+        step=2, index=5, group=1, member=1, env_id="steprl/Calculator-v0", env_seed=9, sample_key=2**63 + 5
+    )
+    return Trajectory.build(
+        spec=spec,
+        policy_version=2,
+        tokens=tokens,
+        action_mask=(0, 1, 1),
+        behavior_logprobs=(0.0, -0.5, -1.25),
+        reward=reward,
+        turn_rewards=(0.0, reward),
+        num_turns=2,
+        finished=True,
+        truncated=False,
+        tool_calls=1,
+        tool_errors=0,
+    )
 
 
 def test_round_trip_is_exact():
@@ -38,8 +52,19 @@ def test_logprobs_optional_in_records():
 def test_length_mismatch_and_bad_fields_are_named():
     spec = make().spec
     with pytest.raises(ValueError, match="equal lengths"):
-        Trajectory.build(spec=spec, policy_version=0, tokens=(1, 2), action_mask=(1,), behavior_logprobs=(0.0, 0.0), reward=0,
-                         num_turns=1, finished=True, truncated=False, tool_calls=0, tool_errors=0)
+        Trajectory.build(
+            spec=spec,
+            policy_version=0,
+            tokens=(1, 2),
+            action_mask=(1,),
+            behavior_logprobs=(0.0, 0.0),
+            reward=0,
+            num_turns=1,
+            finished=True,
+            truncated=False,
+            tool_calls=0,
+            tool_errors=0,
+        )
     d = make().to_dict()
     d["tokens"] = "abc"
     with pytest.raises(ValueError, match="tokens"):

@@ -5,7 +5,6 @@ Configs, checkpoints (tampered, torn, planted pickles: never unpickled), rollout
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import json
 import pickle
@@ -13,10 +12,9 @@ import shutil
 from pathlib import Path
 
 import pytest
+from relhelp import cli
 
 from steprl.cli import main
-
-from relhelp import cli
 
 ENV = "steprl/Calculator-v0"
 
@@ -84,12 +82,16 @@ def _bad_files(tmp_path: Path) -> dict[str, tuple[Path, str]]:
             "missing preset": (tmp_path / "no-such-preset", "no such file and no preset")}
 
 
-@pytest.mark.parametrize("case", ["yaml bomb", "binary file", "not yaml", "python tag", "not a mapping", "missing preset"])
+@pytest.mark.parametrize(
+    "case", ["yaml bomb", "binary file", "not yaml", "python tag", "not a mapping", "missing preset"]
+)
 def test_bad_config_file_is_rejected_naming_the_file(capsys, tmp_path, case, monkeypatch):
     monkeypatch.chdir(tmp_path)
     path, needle = _bad_files(tmp_path)[case]
     before = snapshot(tmp_path)
-    rc, err = run_cli(capsys, "train", str(path) if case != "missing preset" else "no-such-preset", f"run.root={tmp_path}/r")
+    rc, err = run_cli(
+        capsys, "train", str(path) if case != "missing preset" else "no-such-preset", f"run.root={tmp_path}/r"
+    )
     assert rc == 2 and needle in err, err
     assert len(err.strip().splitlines()) == 1
     assert snapshot(tmp_path) == before and not (tmp_path / "CANARY").exists() and not (tmp_path / "r").exists()
@@ -117,8 +119,8 @@ class Canary:
 def checkpoint(tmp_path_factory):
     """A real verified checkpoint of a smoke-sized random policy (checkpoints/step_000000)."""
     from steprl.agents.policy import build_policy, save_policy
-    from steprl.run.checkpoint import save_checkpoint, verify
     from steprl.config import load_config
+    from steprl.run.checkpoint import save_checkpoint, verify
 
     cfg = load_config("smoke")
     policy = build_policy(cfg.model, cfg.tokenizer, 0)

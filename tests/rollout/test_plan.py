@@ -3,7 +3,7 @@
 import copy
 
 from steprl.config import load_config
-from steprl.rollout.plan import eval_env_seed, spec_micro_batches, plan_eval, plan_step, train_env_seed
+from steprl.rollout.plan import eval_env_seed, plan_eval, plan_step, spec_micro_batches, train_env_seed
 
 
 def test_plan_is_pure_and_worker_invariant():

@@ -18,7 +18,10 @@ def test_presets_exist():
 
 
 def test_overrides_apply_with_types():
-    cfg = load_config("quickstart", ["rl.steps=5", "run.name=other", "rollout.workers=1", "rollout.sampling.temperature=0.7", "stages=[warmup,rl]"])
+    cfg = load_config(
+        "quickstart",
+        ["rl.steps=5", "run.name=other", "rollout.workers=1", "rollout.sampling.temperature=0.7", "stages=[warmup,rl]"],
+    )
     assert cfg.rl.steps == 5 and cfg.run.name == "other" and cfg.rollout.workers == 1
     assert cfg.rollout.sampling.temperature == 0.7 and cfg.stages == ["warmup", "rl"]
     assert "steps: 5" in to_yaml(cfg)

@@ -13,7 +13,9 @@ SLOW = ["rl.steps=6", "rl.checkpoint_every=100", "rollout.groups=4", "rollout.mi
 
 
 def cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "steprl.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "steprl.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def rl_rows(run_dir: Path) -> list[dict]:
@@ -26,8 +28,13 @@ def rl_rows(run_dir: Path) -> list[dict]:
 def test_sigint_mid_step_then_resume_is_bitwise_identical(tmp_path):
     r = cli("train", "smoke", f"run.root={tmp_path}", "run.name=full", *SLOW, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    proc = subprocess.Popen([sys.executable, "-m", "steprl.cli", "train", "smoke", f"run.root={tmp_path}", "run.name=cut", *SLOW],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steprl.cli", "train", "smoke", f"run.root={tmp_path}", "run.name=cut", *SLOW],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cut = tmp_path / "cut"
     deadline = time.time() + 240
     while len(rl_rows(cut)) < 2 and proc.poll() is None and time.time() < deadline:

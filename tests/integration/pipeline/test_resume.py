@@ -4,13 +4,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from digests import tree_digest
 
-from steprl.run.checkpoint import latest_good, verify
 from steprl.errors import SteprlError
 from steprl.pipeline import resume, train
+from steprl.run.checkpoint import latest_good, verify
 from steprl.run.run_dir import open_run_dir
-
-from digests import tree_digest
 
 
 def test_resume_at_step_boundary_is_bitwise_identical(smoke):

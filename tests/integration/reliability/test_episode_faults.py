@@ -11,16 +11,15 @@ import dataclasses
 import math
 
 import pytest
+import relenvs  # noqa: F401  (registers reliability/*)
 import torch
+from relhelp import pool_parts, weights_of, with_env
 
 from steprl.learners.policy_gradient import trajectory_is_valid
 from steprl.learners.trainer import rl_trainer
 from steprl.rollout.plan import plan_step
 from steprl.rollout.seeding import derive
 from steprl.rollout.workers import RolloutPool
-
-import relenvs  # noqa: F401  (registers reliability/*)
-from relhelp import pool_parts, weights_of, with_env
 
 OVERRIDES = ["rollout.executor=inline", "rollout.groups=2", "rollout.group_size=4", "rollout.micro_batch=8",
              "rollout.sampling.max_new_tokens=12", "learner.lr=0.01"]

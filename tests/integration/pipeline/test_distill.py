@@ -11,14 +11,19 @@ import torch
 from steprl.agents.tokenizer import build_char_tokenizer
 from steprl.cli import main
 from steprl.config import load_config
-from steprl.rollout.plan import plan_distill
+from steprl.rollout.plan import HALF, plan_distill, plan_eval, plan_step
+from steprl.run.metrics import read_metrics
 from steprl.stages.distill import picks_on_policy
 from steprl.stages.distill import run_standalone as distill_from_config
-from steprl.run.metrics import read_metrics
-from steprl.rollout.plan import HALF, plan_eval, plan_step
 
-STUDENT = ["distill.student.layers=1", "distill.student.hidden=16", "distill.student.heads=2", "distill.student.kv_heads=2",
-           "distill.student.intermediate=32", "distill.student.max_positions=256"]
+STUDENT = [
+    "distill.student.layers=1",
+    "distill.student.hidden=16",
+    "distill.student.heads=2",
+    "distill.student.kv_heads=2",
+    "distill.student.intermediate=32",
+    "distill.student.max_positions=256",
+]
 
 
 @pytest.fixture(autouse=True)
@@ -44,8 +49,20 @@ def teacher_run(tmp_path_factory) -> Path:
 
 
 def _cfg(tmp_path: Path, teacher: Path, *extra: str):
-    return load_config("smoke", [f"run.root={tmp_path}", "run.name=student", "run.threads=1", f"distill.teacher={teacher}",
-                                 "distill.lr=1e-2", "distill.steps=5", "distill.checkpoint_every=2", *STUDENT, *extra])
+    return load_config(
+        "smoke",
+        [
+            f"run.root={tmp_path}",
+            "run.name=student",
+            "run.threads=1",
+            f"distill.teacher={teacher}",
+            "distill.lr=1e-2",
+            "distill.steps=5",
+            "distill.checkpoint_every=2",
+            *STUDENT,
+            *extra,
+        ],
+    )
 
 
 @pytest.mark.parametrize("method", ["on_policy", "off_policy"])
@@ -57,8 +74,15 @@ def test_distillation_lowers_held_out_reverse_kl(tmp_path, teacher_run, method):
     for key in ("success", "success_ci", "teacher_success", "success_before", "retention", "final_checkpoint"):
         assert key in r
     d = tmp_path / "student" / "distill"
-    for name in ("config.yaml", "metrics.jsonl", "summary.json", "plots/kl_entropy.png", "rollouts/step_000004.jsonl.gz",
-                 "checkpoints/latest", "checkpoints/step_000005/MANIFEST.json"):
+    for name in (
+        "config.yaml",
+        "metrics.jsonl",
+        "summary.json",
+        "plots/kl_entropy.png",
+        "rollouts/step_000004.jsonl.gz",
+        "checkpoints/latest",
+        "checkpoints/step_000005/MANIFEST.json",
+    ):
         assert (d / name).exists(), name
     rows = [x for x in read_metrics(d / "metrics.jsonl") if x["stage"] == "distill"]
     assert [x["step"] for x in rows] == [0, 1, 2, 3, 4]
@@ -133,8 +157,16 @@ def test_plan_is_pure_and_disjoint_from_eval_and_rl():
 def test_student_warmup_brings_the_student_closer_to_the_teacher_before_distilling(tmp_path, teacher_run):
     """distill.student_warmup_steps: the student first learns the teacher's demonstrations (same warm-up data)."""
     cold = distill_from_config(_cfg(tmp_path / "cold", teacher_run, "distill.steps=1"))
-    warm = distill_from_config(_cfg(tmp_path / "warm", teacher_run, "distill.steps=1", "distill.student_warmup_steps=30",
-                                    "warmup.lr=1e-2", "warmup.warmup_steps=2"))
+    warm = distill_from_config(
+        _cfg(
+            tmp_path / "warm",
+            teacher_run,
+            "distill.steps=1",
+            "distill.student_warmup_steps=30",
+            "warmup.lr=1e-2",
+            "warmup.warmup_steps=2",
+        )
+    )
     assert cold["student_warmup_steps"] == 0 and warm["student_warmup_steps"] == 30
     assert warm["kl_before"] < 0.5 * cold["kl_before"], (cold["kl_before"], warm["kl_before"])
     rows = [r for r in read_metrics(tmp_path / "warm" / "student" / "metrics.jsonl") if r["stage"] == "student_warmup"]
@@ -142,15 +174,29 @@ def test_student_warmup_brings_the_student_closer_to_the_teacher_before_distilli
 
 
 def test_train_with_distill_and_eval_stages_prints_teacher_and_student_side_by_side(tmp_path, capsys):
-    rc = main(["train", "smoke", f"run.root={tmp_path}", "run.name=both", "run.threads=1", "stages=[warmup,rl,distill,eval]",
-               "distill.student_warmup_steps=10", "eval.timing_repeats=2", *STUDENT])
+    rc = main(
+        [
+            "train",
+            "smoke",
+            f"run.root={tmp_path}",
+            "run.name=both",
+            "run.threads=1",
+            "stages=[warmup,rl,distill,eval]",
+            "distill.student_warmup_steps=10",
+            "eval.timing_repeats=2",
+            *STUDENT,
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     summary = json.loads((tmp_path / "both" / "summary.json").read_text())
     ev = summary["stages"]["eval"]
     assert [p["policy"] for p in ev["policies"]] == ["teacher (rl policy)", "student (distilled)"]
     teacher, student = ev["policies"]
-    assert student["params"] < teacher["params"] and ev["student_vs_teacher"]["param_ratio"] == student["params"] / teacher["params"]
+    assert (
+        student["params"] < teacher["params"]
+        and ev["student_vs_teacher"]["param_ratio"] == student["params"] / teacher["params"]
+    )
     assert ev["success"] == teacher["success"] == summary["stages"]["rl"]["success"]  # the same seeds, the same weights
     assert student["success"] == summary["stages"]["distill"]["success"]
     assert "teacher (rl policy)" in out and "student (distilled)" in out and ev["timing_repeats"] == 2

@@ -1,5 +1,8 @@
 """Shared helpers for pipeline tests: a tiny smoke config in a temporary run root."""
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,8 +20,5 @@ def smoke(tmp_path):
     yield make
     torch.set_num_threads(prev)
 
-
-import sys
-from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # lets tests import digests.py

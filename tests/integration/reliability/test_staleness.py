@@ -18,14 +18,13 @@ import time
 from pathlib import Path
 
 import pytest
+from digests import tree_digest
 
 from steprl.learners.trainer import Trainer
 from steprl.pipeline import resume, train
 from steprl.rollout.plan import rollout_version
 from steprl.rollout.store import read_step
 from steprl.run.run_dir import open_run_dir
-
-from digests import tree_digest
 
 # an entropy bonus makes every step change the weights even while all rewards are equal (untrained policy)
 PIPE = ["rollout.staleness=1", "rl.steps=4", "rl.checkpoint_every=1", "learner.entropy_coef=0.01"]
@@ -115,7 +114,9 @@ def test_replay_proves_a_pipelined_step(smoke, capsys):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "steprl.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "steprl.cli", *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_sigint_mid_step_with_staleness_1_then_resume_is_bitwise_identical(tmp_path):
@@ -125,8 +126,13 @@ def test_sigint_mid_step_with_staleness_1_then_resume_is_bitwise_identical(tmp_p
             "run.threads=1"]
     r = _cli("train", "smoke", f"run.root={tmp_path}", "run.name=full", *slow, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
-    proc = subprocess.Popen([sys.executable, "-m", "steprl.cli", "train", "smoke", f"run.root={tmp_path}", "run.name=cut", *slow],
-                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "steprl.cli", "train", "smoke", f"run.root={tmp_path}", "run.name=cut", *slow],
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     cut, metrics = tmp_path / "cut", tmp_path / "cut" / "metrics.jsonl"
 
     def rl_rows() -> int:

@@ -21,7 +21,9 @@ def test_golden_values():
 
 def test_golden_noise():
     g = gumbel_noise(torch.tensor([1, 2]), 0, torch.tensor([3, 4]), 5)
-    want = torch.tensor([[0.4652, -0.8654, 0.3735, -1.4812, 2.8674], [4.7991, -0.1613, 0.5461, -0.2022, 1.6598]], dtype=torch.float64)
+    want = torch.tensor(
+        [[0.4652, -0.8654, 0.3735, -1.4812, 2.8674], [4.7991, -0.1613, 0.5461, -0.2022, 1.6598]], dtype=torch.float64
+    )
     assert torch.allclose(g, want, atol=1e-4)
 
 
@@ -30,7 +32,9 @@ def test_same_across_processes_with_different_hashseed():
     outs = set()
     for hs in ("0", "1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=hs)
-        outs.add(subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout)
+        outs.add(
+            subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+        )
     assert len(outs) == 1
     assert outs.pop().split() == [str(derive(7, "sample", 3, 11)), str(derive(7, "env", 0))]
 
@@ -77,7 +81,7 @@ def test_positions_turns_and_keys_change_the_noise():
 
 
 def test_no_stream_overlap_across_positions():
-    # NUMERICS A2: neighbouring positions must not share values (Philox counter overlap bug)
+    # docs/numerics.md#seeding: neighbouring positions must not share values (Philox counter overlap bug)
     g = gumbel_noise(torch.full((10_000,), 9), 0, torch.arange(10_000), 8)
     assert torch.unique(g.flatten()).numel() == g.numel()
 

@@ -40,23 +40,30 @@ PARAMS = SamplingParams(temperature=0.8, top_k=40, top_p=0.95)
 
 
 def test_replay_bitwise_in_fresh_process(policy):
-    # results may depend on the thread count (NUMERICS A5): pin the same settings on both sides
+    # results may depend on the thread count (docs/architecture.md#determinism): pin the same settings on both sides
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         here = as_json(episode(policy, KEYS, PARAMS)[0])
     finally:
         torch.set_num_threads(prev)
+    det, here_dir = torch.are_deterministic_algorithms_enabled(), str(__import__("pathlib").Path(__file__).parent)
     code = (
-        "import sys, torch; torch.set_num_threads(1); torch.use_deterministic_algorithms(%r)\n"
-        "sys.path.insert(0, %r)\n"
+        f"import sys, torch; torch.set_num_threads(1); torch.use_deterministic_algorithms({det!r})\n"
+        f"sys.path.insert(0, {here_dir!r})\n"
         "from steprl.agents.config import ModelConfig, TokenizerConfig\nfrom steprl.agents.policy import build_policy\n"
         "from steprl.rollout.sampler import SamplingParams\n"
         "import test_generation as t, conftest as c\n"
         "p = build_policy(ModelConfig(**c.TINY), TokenizerConfig(), seed=0)\n"
         "print(t.as_json(t.episode(p, t.KEYS, t.PARAMS)[0]))\n"
-    ) % (torch.are_deterministic_algorithms_enabled(), str(__import__("pathlib").Path(__file__).parent))
-    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True, env={"PYTHONHASHSEED": "99", "PATH": ""})
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PYTHONHASHSEED": "99", "PATH": ""},
+    )
     assert out.stdout.strip().splitlines()[-1] == here
     assert here != as_json(episode(policy, [k + 1 for k in KEYS], PARAMS)[0])  # keys matter
 
@@ -115,11 +122,15 @@ def test_stops_exactly_at_stop_string(policy):
 def test_multichar_stop_string(policy):
     tf = policy.turn_format
     prompt = tf.prompt_ids("sys", "go")
-    free = GenerationBatch(policy.model, [prompt], [42], SamplingParams(), 0).generate_turn([True], [0], [30], [[]], tf.decode)[0]
+    free = GenerationBatch(policy.model, [prompt], [42], SamplingParams(), 0).generate_turn(
+        [True], [0], [30], [[]], tf.decode
+    )[0]
     assert free.stop_reason == "length" and len(free.tokens) == 30
     stop = tf.decode(free.tokens[:14])[-3:]
     first = min(k for k in range(3, 31) if tf.decode(free.tokens[:k]).endswith(stop))
-    got = GenerationBatch(policy.model, [prompt], [42], SamplingParams(), 0).generate_turn([True], [0], [30], [["zzzz", stop]], tf.decode)[0]
+    got = GenerationBatch(policy.model, [prompt], [42], SamplingParams(), 0).generate_turn(
+        [True], [0], [30], [["zzzz", stop]], tf.decode
+    )[0]
     assert got.stop_reason == "stop" and got.tokens == free.tokens[:first]
     assert got.logprobs == free.logprobs[:first]
 

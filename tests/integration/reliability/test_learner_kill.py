@@ -15,13 +15,12 @@ import time
 from pathlib import Path
 
 import pytest
-
-from steprl.run.checkpoint import latest_good
-from steprl.pipeline import resume, train
-from steprl.run.run_dir import open_run_dir
-
 from digests import tree_digest
 from relhelp import cli
+
+from steprl.pipeline import resume, train
+from steprl.run.checkpoint import latest_good
+from steprl.run.run_dir import open_run_dir
 
 pytestmark = pytest.mark.slow
 RUN = ["rl.steps=6", "rl.checkpoint_every=2", "rollout.groups=4", "rollout.micro_batch=8", "warmup.cache=true",
@@ -79,8 +78,24 @@ def _resume_and_compare(run_dir: Path, baseline: Path) -> None:
 
 def test_sigkill_mid_step_then_resume_is_bitwise_identical(root, baseline):
     run_dir = root / "killed-step"
-    proc = subprocess.Popen(["nice", "-n", "19", sys.executable, "-m", "steprl.cli", "train", "smoke", f"run.root={root}",
-                             "run.name=killed-step", *RUN], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            "nice",
+            "-n",
+            "19",
+            sys.executable,
+            "-m",
+            "steprl.cli",
+            "train",
+            "smoke",
+            f"run.root={root}",
+            "run.name=killed-step",
+            *RUN,
+        ],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 240
     while rl_rows(run_dir) < 3 and proc.poll() is None and time.time() < deadline:
         time.sleep(0.01)
@@ -94,15 +109,36 @@ def test_sigkill_mid_step_then_resume_is_bitwise_identical(root, baseline):
     _resume_and_compare(run_dir, baseline)
 
 
-@pytest.mark.parametrize("sig, where", [("SIGKILL", "save_state"), ("SIGKILL", "_fsync_tree"), ("SIGINT", "save_state")],
-                         ids=["sigkill-after-model-before-learner-state", "sigkill-manifest-written-not-renamed",
-                              "sigint-mid-write"])
+@pytest.mark.parametrize(
+    "sig, where",
+    [("SIGKILL", "save_state"), ("SIGKILL", "_fsync_tree"), ("SIGINT", "save_state")],
+    ids=["sigkill-after-model-before-learner-state", "sigkill-manifest-written-not-renamed", "sigint-mid-write"],
+)
 def test_signal_while_writing_a_checkpoint_then_resume(root, baseline, sig, where):
     name = f"ck-{sig}-{where}".replace("_", "")
     run_dir = root / name
     step = 4 if sig == "SIGKILL" else 2
-    r = subprocess.run(["nice", "-n", "19", sys.executable, "-c", HOOKED, sig, str(step), where, "smoke",
-                        f"run.root={root}", f"run.name={name}", *RUN], cwd=root, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            "nice",
+            "-n",
+            "19",
+            sys.executable,
+            "-c",
+            HOOKED,
+            sig,
+            str(step),
+            where,
+            "smoke",
+            f"run.root={root}",
+            f"run.name={name}",
+            *RUN,
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     ckdir = run_dir / "checkpoints"
     if sig == "SIGKILL":
         assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]

@@ -19,7 +19,8 @@ Distillation", 2025, https://thinkingmachines.ai/blog/on-policy-distillation/).
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 
