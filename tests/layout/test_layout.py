@@ -34,11 +34,15 @@ def _resolve(name: str, mods: dict[str, Path]) -> str | None:
 
 
 def _imports(mods: dict[str, Path]) -> dict[str, set[str]]:
-    """Every project module each module imports (module level and inside functions), relative ones resolved."""
+    """Every project module each module imports (module level and inside functions, not under TYPE_CHECKING)."""
     graph: dict[str, set[str]] = {m: set() for m in mods}
     for m, f in mods.items():
         pkg = m if f.name == "__init__.py" else m.rpartition(".")[0]
-        for node in ast.walk(ast.parse(f.read_text(), str(f))):
+        tree = ast.parse(f.read_text(), str(f))
+        for node in ast.walk(tree):  # annotations-only imports never run: not an edge
+            if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+                node.body = []
+        for node in ast.walk(tree):
             names = []
             if isinstance(node, ast.Import):
                 names = [a.name for a in node.names]
