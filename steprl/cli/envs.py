@@ -25,7 +25,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, help="turn format: hermes (default) or compact")
     p.add_argument("--imperfect", type=float, default=0.0, help="imperfect_rate for --demo (default 0)")
     p.add_argument("--all", action="store_true", help="list every Gymnasium id, not only steprl's")
-    p.set_defaults(run=run, func=run)
+    p.set_defaults(run=run)
     return p
 
 
