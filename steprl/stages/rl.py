@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from steprl.agents.model import count_parameters
 from steprl.errors import SteprlError
 from steprl.rollout.plan import plan_step, rollout_version
 from steprl.rollout.trajectory import Trajectory
@@ -20,6 +21,7 @@ from steprl.run.evaluate import success_fields
 from steprl.run.learner import Learner, make_learner
 from steprl.run.loop import Loop, run_steps
 from steprl.run.state import RunState
+from steprl.run.topology import topology, write_topology
 
 
 def _resume_point(run: RunState, learner: Learner) -> tuple[int, dict[str, torch.Tensor]]:
@@ -97,6 +99,7 @@ class RLSteps:
 def run(run: RunState) -> dict[str, Any]:
     """The RL step loop, then the held-out numbers of the trained policy."""
     cfg = run.cfg
+    write_topology(run.dir, topology(cfg, count_parameters(run.policy.model)))
     learner = make_learner(cfg, run.policy, run.ckpt_dir)
     try:
         start, weights = _resume_point(run, learner)
