@@ -66,23 +66,31 @@ class LearnerGroup:
         log.info("learner group: %d ranks, gloo at %s:%d", self.world_size, addr, port)
 
     def _all(self, call: Any, only: list[int] | None = None) -> list[Any]:
-        """Call every rank (or `only`), wait for all; a failure names the rank (dead ranks first)."""
+        """Call every rank (or `only`) and wait for all. The first dead rank fails the call at once, naming it
+        (its peers would otherwise wait in a collective); another failure names the lowest failing rank."""
         ids = list(range(self.world_size)) if only is None else only
-        refs = [call(self.ranks[r]) for r in ids]
+        refs = {call(self.ranks[r]): i for i, r in enumerate(ids)}
         out: list[Any] = [None] * len(ids)
         errors: dict[int, BaseException] = {}
-        for i, (r, ref) in enumerate(zip(ids, refs)):
+        pending = list(refs)
+        while pending:
+            ready, pending = self.ray.wait(pending, num_returns=1)
+            i = refs[ready[0]]
             try:
-                out[i] = self.ray.get(ref)
+                out[i] = self.ray.get(ready[0])
+            except self.ray.exceptions.RayActorError as e:
+                raise self._failed(ids[i], "died", e) from e
             except Exception as e:  # noqa: BLE001 - reported with the rank below
-                errors[r] = e
+                errors[ids[i]] = e
         if errors:
-            dead = [r for r, e in errors.items() if isinstance(e, self.ray.exceptions.RayActorError)]
-            r = dead[0] if dead else min(errors)
-            what = "died" if dead else "failed"
-            raise LearnerRankError(f"learner rank {r} of {self.world_size} {what} during the step: "
-                                   f"{str(errors[r]).splitlines()[0][:300]}") from errors[r]
+            r = min(errors)
+            raise self._failed(r, "failed", errors[r]) from errors[r]
         return out
+
+    def _failed(self, rank: int, what: str, err: BaseException) -> LearnerRankError:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:300]
+        return LearnerRankError(f"learner rank {rank} of {self.world_size} {what} during the step ({first}); the run "
+                                "stops at its last complete checkpoint: continue it with `steprl resume RUN_DIR`")
 
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:
         """Every rank updates on the whole step (object store: one put); the driver's model takes rank 0's weights."""

@@ -11,7 +11,8 @@ from steprl.pipeline import train
 
 pytestmark = pytest.mark.slow
 RUN = ["stages=[warmup,rl]", "rl.steps=5", "rl.checkpoint_every=5", "learner.micro_batch=2", "rollout.groups=4",
-       "learner.threads_per_rank=1", "learner.cpus_per_rank=0.5", "warmup.cache=true", "learner.lr=3e-3"]
+       "learner.threads_per_rank=1", "learner.cpus_per_rank=0.5", "warmup.cache=true", "learner.lr=3e-3",
+       "learner.entropy_coef=0.05"]  # smoke rewards are all 0 after 20 warm-up steps: entropy moves the weights
 
 
 def _files(run_dir, step: int) -> dict[str, str]:
