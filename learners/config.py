@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-DTYPES = ("float32", "bfloat16")
-"""Compute dtypes of the learner and the rollout (master weights stay float32)."""
-
 
 @dataclass
 class OptimizerGuardsConfig:
@@ -112,9 +109,6 @@ class LearnerConfig(OptimizerGuardsConfig):
     Float results depend on the thread count, so it is what makes world sizes agree bitwise."""
     cpus_per_rank: float = 1.0
     """CPUs Ray reserves for each rank (world size > 1; placed with a placement group)."""
-    dtype: str = "float32"
-    """Compute dtype of the learner's forward/backward: float32, or bfloat16 (autocast; fp32 master weights,
-    fp32 logits and log-softmax)."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -134,8 +128,6 @@ class LearnerConfig(OptimizerGuardsConfig):
             out.append(("threads_per_rank", f"expected >= 0 (0: run.threads), got {self.threads_per_rank}"))
         if self.cpus_per_rank < 0:
             out.append(("cpus_per_rank", f"expected >= 0, got {self.cpus_per_rank}"))
-        if self.dtype not in DTYPES:
-            out.append(("dtype", f"expected one of {', '.join(DTYPES)}, got {self.dtype!r}"))
         if not 0 <= self.reinforce_decay < 1:
             out.append(("reinforce_decay", f"expected in [0, 1), got {self.reinforce_decay}"))
         from .advantages import ADVANTAGES  # the registries import torch: keep `import config` light

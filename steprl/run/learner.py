@@ -8,8 +8,6 @@ every micro-batch at `learner.threads_per_rank` threads and sum gradients in the
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -19,6 +17,7 @@ from steprl.agents.policy import Policy, load_policy
 from steprl.config import Config
 from steprl.learners.trainer import Trainer, rl_trainer
 from steprl.rollout.trajectory import Trajectory
+from steprl.run.ranks import nan_hook, rank_threads, torch_threads
 
 
 class Learner(Protocol):
@@ -45,35 +44,12 @@ class Learner(Protocol):
         """Release processes (no-op in the driver)."""
 
 
-def rank_threads(cfg: Config) -> int:
-    """Threads every rank (world size 1 included) computes with: learner.threads_per_rank, 0 meaning run.threads."""
-    return cfg.learner.threads_per_rank or cfg.run.threads
-
-
-@contextlib.contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block at `n` torch threads, then restore the previous count."""
-    prev = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(prev)
-
-
 def reference_model(cfg: Config, ckpt_dir: Path) -> torch.nn.Module | None:
     """The frozen KL reference: the step-0 checkpoint's model when KL is on and it exists."""
     if cfg.learner.kl_coef <= 0:
         return None
     ref_dir = ckpt_dir / "step_000000" / "model"
     return load_policy(ref_dir).model if ref_dir.is_dir() else None
-
-
-def nan_hook(trainer: Trainer, step: int, micro_batch: int):
-    """A reducer leaf hook that poisons one micro-batch's gradient at one trainer step."""
-    def hook(k: int, flat: torch.Tensor) -> torch.Tensor:
-        return torch.full_like(flat, float("nan")) if (trainer.step, k) == (step, micro_batch) else flat
-    return hook
 
 
 class LocalLearner:

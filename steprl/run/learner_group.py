@@ -21,8 +21,8 @@ from steprl.config import Config
 from steprl.errors import SteprlError
 from steprl.rollout.ray_setup import init_ray
 from steprl.rollout.trajectory import Trajectory
-from steprl.run.learner import rank_threads
 from steprl.run.learner_rank import LearnerRank, RankSpec
+from steprl.run.ranks import rank_threads
 
 log = logging.getLogger(__name__)
 

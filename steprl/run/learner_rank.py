@@ -22,7 +22,7 @@ from steprl.config import Config
 from steprl.learners.reduce import TorchDistCommunicator
 from steprl.learners.trainer import rl_trainer
 from steprl.rollout.trajectory import Trajectory
-from steprl.run.learner import nan_hook
+from steprl.run.ranks import nan_hook
 from steprl.run.torch_setup import setup_torch
 
 GROUP_TIMEOUT_S = 120

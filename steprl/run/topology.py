@@ -41,7 +41,7 @@ def topology(cfg: Config, n_params: int) -> dict[str, Any]:
     traj_bytes = episodes * rc.sampling.max_episode_tokens * TRAJECTORY_TOKEN_BYTES
     devices = [{"name": "driver", "process": "driver", "threads": cfg.run.threads, "device": device}]
     devices += [{"name": f"learner_rank_{r}", "process": "driver" if ws == 1 else "ray actor", "threads": threads,
-                 "cpus": lc.cpus_per_rank if ws > 1 else None, "device": device, "dtype": lc.dtype,
+                 "cpus": lc.cpus_per_rank if ws > 1 else None, "device": device, "dtype": "float32",
                  "micro_batches": _ranks_leaves(micro, ws, r)} for r in range(ws)]
     n_workers = 1 if rc.executor == "inline" else rc.workers
     devices += [{"name": f"rollout_worker_{w}", "process": "driver" if rc.executor == "inline" else "ray actor",

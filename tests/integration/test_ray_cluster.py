@@ -26,7 +26,7 @@ from steprl.pipeline import train
 pytestmark = pytest.mark.slow
 RUN = ["stages=[warmup,rl]", "rl.steps=3", "rl.checkpoint_every=3", "learner.micro_batch=2", "warmup.cache=false",
        "learner.threads_per_rank=1", "learner.cpus_per_rank=0.5", "learner.entropy_coef=0.05", "learner.lr=3e-3"]
-RAY = str(Path(sys.executable).with_name("ray"))
+RAY = [sys.executable, "-m", "ray.scripts.scripts"]  # the `ray` CLI of this interpreter (no script in every venv)
 
 
 def _free_port() -> int:
@@ -68,10 +68,10 @@ def cluster():
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
     marks = [temp, addr]
     try:
-        subprocess.run([RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}",
+        subprocess.run([*RAY, "start", "--head", "--node-ip-address=127.0.0.1", f"--port={port}", f"--temp-dir={temp}",
                         "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
                        check=True, env=env, capture_output=True, timeout=120)
-        subprocess.run([RAY, "start", f"--address={addr}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
+        subprocess.run([*RAY, "start", f"--address={addr}", "--node-ip-address=127.0.0.1", "--num-cpus=2",
                         "--disable-usage-stats"], check=True, env=env, capture_output=True, timeout=120)
         yield addr
     finally:
