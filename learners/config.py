@@ -101,6 +101,14 @@ class LearnerConfig(OptimizerGuardsConfig):
     """Constant length L for seq-mean-token-sum-norm (sum / (B x L)); 0 uses the batch's padded target length."""
     reinforce_decay: float = 0.9
     """REINFORCE running-baseline decay: b <- decay * b + (1 - decay) * mean(R); the first batch sets b."""
+    world_size: int = 1
+    """Data-parallel learner ranks (a power of two). 1: the learner runs in the driver. The weights are
+    bitwise the same at every world size (gradients summed in one fixed tree over micro-batch index)."""
+    threads_per_rank: int = 0
+    """torch threads each rank computes its micro-batches with, world size 1 included; 0: run.threads.
+    Float results depend on the thread count, so it is what makes world sizes agree bitwise."""
+    cpus_per_rank: float = 1.0
+    """CPUs Ray reserves for each rank (world size > 1; placed with a placement group)."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -114,6 +122,12 @@ class LearnerConfig(OptimizerGuardsConfig):
                      "gspo_clip_low", "gspo_clip_high", "cispo_clip_high", "norm_len"):
             if getattr(self, name) < 0:
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
+        if self.world_size <= 0 or self.world_size & (self.world_size - 1):
+            out.append(("world_size", f"expected a power of two (1, 2, 4, ...), got {self.world_size}"))
+        if self.threads_per_rank < 0:
+            out.append(("threads_per_rank", f"expected >= 0 (0: run.threads), got {self.threads_per_rank}"))
+        if self.cpus_per_rank < 0:
+            out.append(("cpus_per_rank", f"expected >= 0, got {self.cpus_per_rank}"))
         if not 0 <= self.reinforce_decay < 1:
             out.append(("reinforce_decay", f"expected in [0, 1), got {self.reinforce_decay}"))
         from .advantages import ADVANTAGES  # the registries import torch: keep `import config` light

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from .guards import RollbackGuard, SpikeDetector, clip_grad_norm, grad_norm, nonfinite_check
+from .reduce import Communicator, TreeReducer
 from .schedule import lr_multiplier
 
 GUARD_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "rollbacks", "bad_trajectories")
@@ -34,8 +35,10 @@ class GuardedOptimizer:
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int, extra_counters: Sequence[str] = (), *,
-                 spike_guard: bool = True, rollback: bool = True, min_lr_ratio: float = 0.0) -> None:
-        """AdamW over the trainable parameters; counters GUARD_COUNTERS + extra_counters."""
+                 spike_guard: bool = True, rollback: bool = True, min_lr_ratio: float = 0.0,
+                 comm: Communicator | None = None) -> None:
+        """AdamW over the trainable parameters; counters GUARD_COUNTERS + extra_counters; `comm` the
+        data-parallel group the gradients are reduced over (None: this process alone)."""
         self.model, self.cfg, self.total_steps = model, cfg, int(total_steps)
         self.spike_guard, self.rollback_on, self.min_lr_ratio = bool(spike_guard), bool(rollback), float(min_lr_ratio)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
@@ -44,6 +47,7 @@ class GuardedOptimizer:
         self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
         self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
         self.counters = {k: 0 for k in (*GUARD_COUNTERS, *extra_counters)}
+        self.reducer = TreeReducer([p for g in self.optimizer.param_groups for p in g["params"]], comm)
         if self.rollback_on:
             self.rollback.good(model, self.optimizer)
 
@@ -65,10 +69,13 @@ class GuardedOptimizer:
     def reduce_gradients(self) -> list[torch.nn.Parameter]:
         """The parameters whose accumulated `.grad` the step reads: every gradient read goes through here.
 
-        Single-process training has nothing to reduce. A data-parallel trainer all-reduces (averages)
-        the gradients of these parameters here, once per step, before any norm, check or clip sees them.
+        An objective that accumulated through `self.reducer` (begin/add per micro-batch) gets its
+        micro-batch gradients summed here in the fixed tree over micro-batch index, across the ranks
+        of the group (learners/reduce.py), once per step, before any norm, check or clip sees them;
+        every rank then holds the same bits. Otherwise (SFT, distillation) `.grad` is read as it is.
         """
-        return [p for g in self.optimizer.param_groups for p in g["params"]]
+        self.reducer.reduce()
+        return self.reducer.params
 
     def step(self, loss: float, has_targets: bool, feeds_windows: bool = True) -> tuple[bool, float]:
         """Guarded AdamW step on the accumulated gradients. Returns (skipped, pre-clip grad norm).

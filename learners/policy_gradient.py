@@ -109,7 +109,7 @@ class PolicyGradient:
         stats.tokens_trained = float(batch.action_mask_BT.sum())
         stats.lr = opt.begin(step)
         self.model.train()
-        old: list[torch.Tensor] = []
+        old: dict[int, torch.Tensor] = {}
         per_epoch = [self._epoch(opt, batch, old, epoch) for epoch in range(self.cfg.epochs)]
         for k in ("loss", "kl", "entropy", "clip_frac", "grad_norm"):
             setattr(stats, k, sum(e[k] for e in per_epoch) / len(per_epoch))
@@ -158,18 +158,22 @@ class PolicyGradient:
                 opt.counters["filtered_trajectories"] += 1
         return advs, float(res.zero_adv_groups)
 
-    def _epoch(self, opt: GuardedOptimizer, batch: Batch, old: list[torch.Tensor], epoch: int) -> dict[str, float]:
-        """Forward/backward over the micro-batches, then the guarded optimizer step."""
+    def _epoch(self, opt: GuardedOptimizer, batch: Batch, old: dict[int, torch.Tensor], epoch: int
+               ) -> dict[str, float]:
+        """Forward/backward over this rank's micro-batches, the tree reduction, then the guarded optimizer step.
+
+        Every rank collates the whole batch (whole-batch normalisers) and computes the micro-batches the
+        fixed tree assigns it (learners/reduce.py); scalars come back in index order and are summed here
+        in that order, so loss, guards and metrics are the same at every world size.
+        """
         cfg = self.cfg
-        opt.optimizer.zero_grad(set_to_none=False)
-        acc = {k: 0.0 for k in ("loss", "kl", "entropy", "clip", "rho", "tis_clip", "gap")}
-        rho_max = 0.0
-        n = batch.n_tokens
-        for j, mb in enumerate(micro_batches(batch, cfg.micro_batch)):
+        mbs = micro_batches(batch, cfg.micro_batch)
+        for j in opt.reducer.begin(len(mbs)):
+            mb = mbs[j]
             m = mb.action_mask_BT
             logp, ent = token_logprobs(self.model, mb.tokens_BT, mb.attention_mask_BT, self.temperature)
             if epoch == 0:
-                old.append(logp.detach())  # the proximal policy: parameters before this step's first update
+                old[j] = logp.detach()  # the proximal policy: parameters before this step's first update
             old_logp = old[j]
             out = self.loss_fn(logp, old_logp, mb.advantages_BT, m, cfg)
             w = tis_weight(old_logp, mb.behavior_logprobs_BT, cfg.tis_cap, cfg.log_ratio_clamp)
@@ -182,20 +186,19 @@ class PolicyGradient:
                 per_token = per_token + cfg.kl_coef * kl
             if cfg.entropy_coef > 0:
                 per_token = per_token - cfg.entropy_coef * ent
-            loss = aggregate(per_token, m, out.aggregation or cfg.aggregation, n_tokens=n, n_seqs=mb.n_seqs,
-                             n_rows=mb.n_rows, norm_len=mb.norm_len)
+            loss = aggregate(per_token, m, out.aggregation or cfg.aggregation, n_tokens=batch.n_tokens,
+                             n_seqs=mb.n_seqs, n_rows=mb.n_rows, norm_len=mb.norm_len)
             loss.backward()
-            acc["loss"] += float(loss.detach())
-            sel = m > 0
-            rho = torch.exp((old_logp - mb.behavior_logprobs_BT).clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp))
-            acc["kl"] += float(kl.detach()[sel].sum())
-            acc["entropy"] += float(ent.detach()[sel].sum())
-            acc["clip"] += float(out.clipped[sel].sum())
-            acc["rho"] += float(rho[sel].sum())
-            acc["tis_clip"] += float((rho[sel] > cfg.tis_cap).sum()) if cfg.tis_cap > 0 else 0.0
-            acc["gap"] += float((old_logp - mb.behavior_logprobs_BT)[sel].abs().sum())
-            if bool(sel.any()):
-                rho_max = max(rho_max, float(rho[sel].max()))
+            opt.reducer.add(j, self._leaf_scalars(loss, m, logp, old_logp, mb, kl, ent, out.clipped))
+        rows = opt.reducer.gather_scalars(len(_LEAF_SCALARS))
+        acc = {k: 0.0 for k in _LEAF_SCALARS}
+        rho_max = 0.0
+        for row in rows:  # index order: the same sums as one process accumulating micro-batch by micro-batch
+            for k, v in zip(_LEAF_SCALARS, row):
+                acc[k] += v
+            if row[-1] > 0:
+                rho_max = max(rho_max, row[-2])
+        n = batch.n_tokens
         skipped, gnorm = opt.step(acc["loss"], has_targets=bool((batch.action_mask_BT > 0).any()),
                                    feeds_windows=bool((batch.advantages_BT != 0).any()))  # all-zero: no spike data
         return {"loss": acc["loss"], "kl": acc["kl"] / n, "entropy": acc["entropy"] / n, "clip_frac": acc["clip"] / n,
@@ -203,3 +206,19 @@ class PolicyGradient:
                 "ratio_max": rho_max if batch.action_mask_BT.sum() > 0 else 1.0,
                 "tis_clip_frac": acc["tis_clip"] / n, "logprob_gap": acc["gap"] / n, "grad_norm": gnorm,
                 "skipped": skipped}
+
+    def _leaf_scalars(self, loss, m, logp, old_logp, mb: Batch, kl, ent, clipped) -> list[float]:
+        """One micro-batch's statistics, in `_LEAF_SCALARS` order."""
+        cfg = self.cfg
+        sel = m > 0
+        rho = torch.exp((old_logp - mb.behavior_logprobs_BT).clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp))
+        any_sel = bool(sel.any())
+        return [float(loss.detach()), float(kl.detach()[sel].sum()), float(ent.detach()[sel].sum()),
+                float(clipped[sel].sum()), float(rho[sel].sum()),
+                float((rho[sel] > cfg.tis_cap).sum()) if cfg.tis_cap > 0 else 0.0,
+                float((old_logp - mb.behavior_logprobs_BT)[sel].abs().sum()),
+                float(rho[sel].max()) if any_sel else 0.0, float(any_sel)]
+
+
+_LEAF_SCALARS = ("loss", "kl", "entropy", "clip", "rho", "tis_clip", "gap", "rho_max", "any")
+"""Per-micro-batch statistics gathered across ranks; the last two are a max and a flag, not sums."""

@@ -30,6 +30,7 @@ from .config import DistillLearnerConfig, LearnerConfig, OptimizerGuardsConfig, 
 from .guarded_optimizer import GuardedOptimizer
 from .kl_objectives import DistillMethod, DistillMode, DistillRouteError, ExactKL, SampledKL, distill_modes
 from .policy_gradient import PolicyGradient
+from .reduce import Communicator
 from .sft import MIN_LR_RATIO, SFTObjective
 
 log = logging.getLogger(__name__)
@@ -120,12 +121,12 @@ def _checked(cfg: Any) -> None:
 
 
 def rl_trainer(model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, total_steps: int = 1,
-               pad_id: int = 0, ref_model: torch.nn.Module | None = None) -> Trainer:
+               pad_id: int = 0, ref_model: torch.nn.Module | None = None, comm: Communicator | None = None) -> Trainer:
     """Policy-gradient trainer; update(trajs, token_advantages=None). With kl_coef > 0 a frozen reference
-    (`ref_model`, or a copy of `model`) is kept."""
+    (`ref_model`, or a copy of `model`) is kept. `comm`: the data-parallel group of this rank (None: alone)."""
     _checked(cfg)
     objective = PolicyGradient(model, cfg, temperature=temperature, pad_id=pad_id, ref_model=ref_model)
-    return Trainer(model, objective, GuardedOptimizer(model, cfg, total_steps, objective.counters))
+    return Trainer(model, objective, GuardedOptimizer(model, cfg, total_steps, objective.counters, comm=comm))
 
 
 def sft_trainer(model: torch.nn.Module, cfg: WarmupConfig, seed: int, pad_id: int) -> Trainer:

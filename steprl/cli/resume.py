@@ -1,7 +1,8 @@
 """`steprl resume RUN_DIR [key=value ...]`: continue a run from its newest complete checkpoint.
 
 Only overrides that cannot change the data already trained on are accepted: extending
-`rl.steps`, checkpoint cadence, workers/executor/Ray placement, evaluation size and stages.
+`rl.steps`, checkpoint cadence, workers/executor/Ray placement, the learner's world size, evaluation size and
+stages.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ SAFE_PREFIXES = (
     "rollout.micro_batch_timeout_s",
     "rollout.num_cpus_per_worker",
     "rollout.num_gpus_per_worker",
+    "learner.world_size",  # bitwise invariant: the same gradient tree at every world size
+    "learner.cpus_per_rank",
     "ray.",
     "eval.",
     "stages",

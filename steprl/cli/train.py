@@ -39,11 +39,22 @@ def dry_run_text(cfg) -> str:
     return "\n".join(lines)
 
 
+def topology_dry_run(cfg) -> str:
+    """Devices, channels and communicators of one step (steprl/run/topology.py); builds the model to count it."""
+    from steprl.agents.model import count_parameters
+    from steprl.agents.policy import build_policy
+    from steprl.run.topology import topology, topology_text
+
+    return topology_text(topology(cfg, count_parameters(build_policy(cfg.model, cfg.tokenizer, cfg.run.seed).model)))
+
+
 def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then dry-run or train."""
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
         emit(dry_run_text(cfg))
+        emit()
+        emit(topology_dry_run(cfg))
         return 0
     from steprl.pipeline import train  # heavy imports only when training
     from steprl.run.run_dir import run_path

@@ -12,17 +12,19 @@ from typing import Any
 
 import torch
 
+from steprl.agents.model import count_parameters
 from steprl.errors import SteprlError
-from steprl.learners.trainer import Trainer
 from steprl.rollout.plan import plan_step, rollout_version
 from steprl.rollout.trajectory import Trajectory
+from steprl.run.channels import ObjectStoreChannel
 from steprl.run.evaluate import success_fields
+from steprl.run.learner import Learner, make_learner
 from steprl.run.loop import Loop, run_steps
 from steprl.run.state import RunState
-from steprl.run.trainers import rl_learner
+from steprl.run.topology import topology, write_topology
 
 
-def _resume_point(run: RunState, learner: Trainer) -> tuple[int, dict[str, torch.Tensor]]:
+def _resume_point(run: RunState, learner: Learner) -> tuple[int, dict[str, torch.Tensor]]:
     """(first step, weights of the version that plays it): from the checkpoint's learner and in-flight state."""
     staleness, ckpt = run.cfg.rollout.staleness, run.resume_from
     if ckpt is None or ckpt.state.get("stage") != "rl":
@@ -46,12 +48,13 @@ def _resume_point(run: RunState, learner: Trainer) -> tuple[int, dict[str, torch
 class RLSteps:
     """Play on the run's pool, update the learner; with staleness 1 the next step plays during the update."""
 
-    def __init__(self, run: RunState, learner: Trainer, start: int, weights: dict[str, torch.Tensor]) -> None:
+    def __init__(self, run: RunState, learner: Learner, start: int, weights: dict[str, torch.Tensor]) -> None:
         """Send the weights that play step `start` and submit it."""
         self.run, self.learner = run, learner
         self.staleness, self.total = run.cfg.rollout.staleness, run.cfg.rl.steps
         self.pool = run.get_pool()
-        self.pool.set_weights(rollout_version(start, self.staleness), weights)
+        self.channel = ObjectStoreChannel(self.pool, run.cfg.rollout.executor == "ray")
+        self.channel.publish(rollout_version(start, self.staleness), weights)
         self.pending: Future | None = self._submit(start) if start < self.total else None
         self.inflight: dict[str, Any] | None = None
 
@@ -64,16 +67,18 @@ class RLSteps:
 
     def update(self, step: int, trajs: list[Trajectory]) -> dict[str, Any]:
         """Learner update; version step+1 (staleness 0) or version step (staleness 1) plays step+1."""
-        nxt, self.inflight = step + 1, None
+        nxt, self.inflight, sent = step + 1, None, 0
         if self.staleness == 1:  # version `step` plays step+1: kept for checkpoints (a run may be extended later)
             self.inflight = {"version": step, "weights": self.learner.weights()}
             if nxt < self.total:  # ... and played while the learner updates
-                self.pool.set_weights(step, self.inflight["weights"])
+                sent = self.channel.publish(step, self.inflight["weights"])
                 self.pending = self._submit(nxt)
         stats = self.learner.update(trajs)
         if self.staleness == 0 and nxt < self.total:
-            self.pool.set_weights(nxt, self.learner.weights())
+            sent = self.channel.publish(nxt, self.learner.weights())
             self.pending = self._submit(nxt)
+        stats["channel/weights_bytes"] = float(sent)
+        stats["channel/trajectory_bytes"] = float(getattr(self.learner, "last_trajectory_bytes", 0))
         return stats
 
     def step_fields(self, step: int, trajs: list[Trajectory]) -> dict[str, Any]:
@@ -94,12 +99,16 @@ class RLSteps:
 def run(run: RunState) -> dict[str, Any]:
     """The RL step loop, then the held-out numbers of the trained policy."""
     cfg = run.cfg
-    learner = rl_learner(cfg, run.policy, run.ckpt_dir)
-    start, weights = _resume_point(run, learner)
-    steps = RLSteps(run, learner, start, weights)
-    loop = Loop("rl", start, cfg.rl.steps, cfg.rl.checkpoint_every, run.dir / "rollouts", run.metrics,
-                f"continue with `steprl resume {run.dir}`")
-    stats = run_steps(loop, steps, lambda: run.stop_requested)
+    write_topology(run.dir, topology(cfg, count_parameters(run.policy.model)))
+    learner = make_learner(cfg, run.policy, run.ckpt_dir)
+    try:
+        start, weights = _resume_point(run, learner)
+        steps = RLSteps(run, learner, start, weights)
+        loop = Loop("rl", start, cfg.rl.steps, cfg.rl.checkpoint_every, run.dir / "rollouts", run.metrics,
+                    f"continue with `steprl resume {run.dir}`")
+        stats = run_steps(loop, steps, lambda: run.stop_requested)
+    finally:
+        learner.close()
     result = {"steps": cfg.rl.steps, "final_reward_mean": stats.get("reward_mean"),
               "final_train_success": stats.get("success_rate")}
     result.update(success_fields(run.held_out("rl").to_dict()))

@@ -1,0 +1,115 @@
+"""One data-parallel learner rank: a Ray actor holding a full replica of the policy and its trainer.
+
+Built by `LearnerGroup`. Rank 0 offers the rendezvous address (its node's IP and a free port); every
+rank then joins the torch.distributed group (gloo on CPU, NCCL on CUDA) and builds its `Trainer`
+with a `TorchDistCommunicator`, so the gradient reduction of `GuardedOptimizer.reduce_gradients`
+runs over the group in the fixed tree (learners/reduce.py). Every rank receives the whole step's
+trajectories (whole-batch advantages and normalisers) and computes only the micro-batches the tree
+assigns it. This module is imported inside the actor process; it holds no Ray import itself.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from steprl.config import Config
+from steprl.learners.reduce import TorchDistCommunicator
+from steprl.learners.trainer import rl_trainer
+from steprl.rollout.trajectory import Trajectory
+from steprl.run.ranks import nan_hook
+from steprl.run.torch_setup import setup_torch
+
+GROUP_TIMEOUT_S = 120
+"""A collective waiting longer than this on a peer fails (a dead peer usually fails it much sooner)."""
+
+
+@dataclass
+class RankSpec:
+    """What a rank needs to build itself (picklable)."""
+
+    cfg: Config
+    model_config: Any
+    weights: dict[str, torch.Tensor]
+    ref_weights: dict[str, torch.Tensor] | None
+    pad_id: int
+    rank: int
+    world_size: int
+    threads: int
+    backend: str = "gloo"
+
+
+def _model(config: Any, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """A float32 causal LM of `config` holding `weights` (random init skipped over: global RNG untouched)."""
+    from transformers import AutoModelForCausalLM
+
+    with torch.random.fork_rng():
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(weights)
+    return model
+
+
+class LearnerRank:
+    """The actor class (wrapped with ray.remote by `LearnerGroup`)."""
+
+    def __init__(self, spec: RankSpec) -> None:
+        setup_torch(spec.threads)
+        self.spec = spec
+        self.model = _model(spec.model_config, spec.weights)
+        self.ref = None if spec.ref_weights is None else _model(spec.model_config, spec.ref_weights)
+        self.trainer = None
+
+    def rendezvous(self) -> tuple[str, int]:
+        """(IP of this node, a free TCP port): the group's address, asked of rank 0."""
+        import ray
+
+        with socket.socket() as s:
+            s.bind(("", 0))
+            port = s.getsockname()[1]
+        return ray.util.get_node_ip_address(), port
+
+    def join(self, addr: str, port: int) -> int:
+        """Join the process group and build the trainer; returns the rank."""
+        import torch.distributed as dist
+
+        s = self.spec
+        dist.init_process_group(s.backend, init_method=f"tcp://{addr}:{port}", rank=s.rank, world_size=s.world_size,
+                                timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_S))
+        cfg = s.cfg
+        self.trainer = rl_trainer(self.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
+                                  total_steps=cfg.rl.steps, pad_id=s.pad_id, ref_model=self.ref,
+                                  comm=TorchDistCommunicator())
+        return s.rank
+
+    def update(self, trajs: list[Trajectory]) -> dict[str, float]:
+        """This rank's part of one update (collective: every rank must be called)."""
+        return self.trainer.update(trajs)
+
+    def weights(self) -> dict[str, torch.Tensor]:
+        """Detached CPU copies of the weights."""
+        return self.trainer.weights()
+
+    def state_dict(self) -> dict:
+        """The full trainer state (every rank holds a full replica; rank 0's is the one saved)."""
+        return self.trainer.state_dict()
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore a trainer state written at any world size."""
+        self.trainer.load_state_dict(state)
+
+    def plant_nan(self, step: int, micro_batch: int) -> None:
+        """Test hook: poison one micro-batch's gradient (only the rank that computes it sees the hook fire)."""
+        self.trainer.guard.reducer.leaf_hook = nan_hook(self.trainer, step, micro_batch)
+
+    def threads(self) -> int:
+        """torch threads of this rank (tests check the per-rank setting)."""
+        return torch.get_num_threads()
+
+    def pid(self) -> int:
+        """Process id (fault tests kill it)."""
+        return os.getpid()
