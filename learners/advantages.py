@@ -10,12 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:  # config imports this registry in its checks
-    from .config import LearnerConfig
 
 ADVANTAGES: dict[str, type[AdvantageEstimator]] = {}
 
@@ -32,7 +29,7 @@ def register_advantage(name: str) -> Callable[[type], type]:
     return deco
 
 
-def make_advantage(name: str, cfg: LearnerConfig) -> AdvantageEstimator:
+def make_advantage(name: str, cfg: Any) -> AdvantageEstimator:
     """Instantiate the estimator registered as `name`."""
     if name not in ADVANTAGES:
         raise ValueError(f"unknown advantage estimator {name!r}; registered: {sorted(ADVANTAGES)}")
@@ -63,7 +60,7 @@ def _groups(groups: Sequence[int]) -> dict[int, list[int]]:
 class AdvantageEstimator:
     """Base class: group-wise estimators override `group_advantages`; stateless by default."""
 
-    def __init__(self, cfg: LearnerConfig) -> None:
+    def __init__(self, cfg: Any) -> None:
         """Keep the config (epsilons, decay)."""
         self.cfg = cfg
 
@@ -134,7 +131,7 @@ class Reinforce(AdvantageEstimator):
     d = cfg.reinforce_decay. `zero_groups` is always empty: no advantage is forced to 0.
     """
 
-    def __init__(self, cfg: LearnerConfig) -> None:
+    def __init__(self, cfg: Any) -> None:
         """Start with no baseline."""
         super().__init__(cfg)
         self.baseline = 0.0

@@ -83,25 +83,7 @@ def collate(
     behav = torch.zeros(B, T - 1, dtype=torch.float32)
     adv = torch.zeros(B, T - 1, dtype=torch.float32)
     for row, i in enumerate(order):
-        t = trajs[i]
-        L = len(t.tokens)
-        if L == 0:
-            continue
-        tokens[row, :L] = torch.tensor(t.tokens, dtype=torch.int64)
-        attn[row, :L] = 1
-        if not valid[i] or L < 2:
-            continue
-        m = torch.tensor(t.action_mask[1:], dtype=torch.float32)
-        mask[row, : L - 1] = m
-        behav[row, : L - 1] = torch.where(m > 0, torch.tensor(t.behavior_logprobs[1:], dtype=torch.float32), 0.0)
-        a = advantages[i]
-        if isinstance(a, torch.Tensor):
-            if a.dim() != 1 or a.shape[0] != L:
-                raise ValueError(f"collate: token advantages of episode {t.spec.index} have shape {tuple(a.shape)}, "
-                                 f"expected ({L},)")
-            adv[row, : L - 1] = torch.where(m > 0, a[1:].to(torch.float32), 0.0)
-        else:
-            adv[row, : L - 1] = float(a) * m
+        _fill_row(row, trajs[i], advantages[i], valid[i], tokens, attn, mask, behav, adv)
     per_seq = mask.sum(1)
     return Batch(
         tokens_BT=tokens,
@@ -115,6 +97,28 @@ def collate(
         norm_len=float(norm_len if norm_len > 0 else T - 1),
         n_rows=float(max(1, B)),
     )
+
+
+def _fill_row(row: int, t: Trajectory, a: float | torch.Tensor, valid: bool, tokens: torch.Tensor, attn: torch.Tensor,
+              mask: torch.Tensor, behav: torch.Tensor, adv: torch.Tensor) -> None:
+    """Write one trajectory into row `row` of the batch tensors (an invalid one keeps only its tokens)."""
+    L = len(t.tokens)
+    if L == 0:
+        return
+    tokens[row, :L] = torch.tensor(t.tokens, dtype=torch.int64)
+    attn[row, :L] = 1
+    if not valid or L < 2:
+        return
+    m = torch.tensor(t.action_mask[1:], dtype=torch.float32)
+    mask[row, : L - 1] = m
+    behav[row, : L - 1] = torch.where(m > 0, torch.tensor(t.behavior_logprobs[1:], dtype=torch.float32), 0.0)
+    if isinstance(a, torch.Tensor):
+        if a.dim() != 1 or a.shape[0] != L:
+            raise ValueError(f"collate: token advantages of episode {t.spec.index} have shape {tuple(a.shape)}, "
+                             f"expected ({L},)")
+        adv[row, : L - 1] = torch.where(m > 0, a[1:].to(torch.float32), 0.0)
+    else:
+        adv[row, : L - 1] = float(a) * m
 
 
 def micro_batches(batch: Batch, size: int) -> list[Batch]:

@@ -13,12 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
-
-if TYPE_CHECKING:  # config imports this registry in its checks
-    from .config import LearnerConfig
 
 LOSSES: dict[str, Callable[..., PolicyLoss]] = {}
 
@@ -58,7 +55,7 @@ def clamped_ratio(log_ratio: torch.Tensor, clamp: float) -> torch.Tensor:
 
 
 @register_loss("ppo")
-def ppo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
+def ppo_loss(logp, old_logp, adv, mask, cfg: Any) -> PolicyLoss:
     """-min(r A, clip(r, 1 - eps_l, 1 + eps_h) A), dual-clipped at c |A| for A < 0.
 
     PPO: Schulman et al. 2017, https://arxiv.org/abs/1707.06347; clip-higher eps_h > eps_l: DAPO,
@@ -78,7 +75,7 @@ def ppo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
 
 
 @register_loss("gspo")
-def gspo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
+def gspo_loss(logp, old_logp, adv, mask, cfg: Any) -> PolicyLoss:
     """GSPO (Zheng et al. 2025, https://arxiv.org/abs/2507.18071): s_i = exp(min(10, mean_t log r)),
     clipped like PPO with GSPO epsilons, seq-mean.
 
@@ -96,7 +93,7 @@ def gspo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
 
 
 @register_loss("cispo")
-def cispo_loss(logp, old_logp, adv, mask, cfg: LearnerConfig) -> PolicyLoss:
+def cispo_loss(logp, old_logp, adv, mask, cfg: Any) -> PolicyLoss:
     """CISPO: -sg(min(r, 1 + eps_h)) A log pi; clipped tokens keep their gradient.
 
     MiniMax-M1, https://arxiv.org/abs/2506.13585.
