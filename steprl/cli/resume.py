@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _apply(cfg, overrides: list[str], run_dir):
-    """Apply overrides to a saved config (through the same validation as `train`) and save it back."""
+    """Apply overrides to a saved config (through the same validation as `train`); `resume` saves it under the lock."""
     import tempfile
     from pathlib import Path
 
@@ -78,5 +78,4 @@ def _apply(cfg, overrides: list[str], run_dir):
         raise ConfigError(
             f"rl.steps={new.rl.steps} is less than the run's {cfg.rl.steps}; resume can only extend a run"
         )
-    (Path(run_dir) / "config.yaml").write_text(to_yaml(new))
     return new
