@@ -58,6 +58,9 @@ def run(args: argparse.Namespace) -> int:
         cfg = _apply(cfg, args.overrides, run_dir)
     from steprl.cli.train import print_summary
     from steprl.pipeline import resume
+    from steprl.run.preflight import check_run
+
+    check_run(cfg)  # e.g. a ray.address override that nothing answers: refused before any work
 
     print_summary(resume(run_dir, cfg), run_dir)
     return 0
