@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 OVERRIDES = ["rollout.executor=ray", "rollout.workers=2", "ray.num_cpus=2", "rl.steps=40", "rl.checkpoint_every=2",
+             "warmup.steps=2",  # driver kills should land in RL steps, not keep restarting the warm-up
              "stages=[warmup,rl]"]
 TIMING = ("step_time_s", "play_time_s", "tokens_per_s", "wall_s")
 
