@@ -1,7 +1,8 @@
 """steprl.envs: text environments for tool-using agents, registered with Gymnasium on import.
 
 Ids (`steprl/<Name>-v0`): Calculator, Lookup, Guess (task envs with tools and expert
-demonstrations) and Discrete (any Discrete-action Gymnasium env as text; kwarg `env_id`).
+demonstrations), Discrete (any Discrete-action Gymnasium env as text; kwarg `env_id`), QA (your
+own question/answer file) and ReasoningGym (a reasoning-gym dataset).
 """
 
 from __future__ import annotations
@@ -33,6 +34,15 @@ ENVS: dict[str, tuple[str, str]] = {
     "steprl/Discrete-v0": (
         "steprl.envs.adapters:make_discrete",
         "Any Discrete-action Gymnasium env as text (kwarg env_id, default FrozenLake-v1).",
+    ),
+    "steprl/QA-v0": (
+        "steprl.envs.qa_file:QAFileEnv",
+        "Question/answer items from a JSONL or Parquet file (kwargs path, question_field, answer_field, scorer, "
+        "tools, held_out_fraction).",
+    ),
+    "steprl/ReasoningGym-v0": (
+        "steprl.envs.qa_file:make_reasoning_gym",
+        "A reasoning-gym dataset (kwargs dataset, size; needs the extra steprl[reasoning]).",
     ),
 }
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import gymnasium as gym
 
 
@@ -37,3 +39,42 @@ def env_id_problem(env_id: str) -> str | None:
         return None
     match = difflib.get_close_matches(env_id, ids, n=1)
     return f"unknown env {env_id!r}" + (f" (did you mean '{match[0]}'?)" if match else " (see `steprl envs`)")
+
+
+def _entry_point(env_id: str) -> Any:
+    """The callable gym.make calls for `env_id` (a `module:` prefix is imported first)."""
+    import importlib
+
+    module, sep, name = env_id.rpartition(":")
+    if sep:
+        importlib.import_module(module)
+    entry = gym.spec(name if sep else env_id).entry_point
+    if isinstance(entry, str):
+        mod, _, attr = entry.partition(":")
+        entry = getattr(importlib.import_module(mod), attr)
+    return entry
+
+
+def accepted_kwargs(env_id: str) -> set[str] | None:
+    """Keyword arguments `gym.make(env_id, ...)` accepts, or None when unknown or unbounded (`**kwargs` that go
+    nowhere we can see). A class's `**kwargs` are followed up its bases' `__init__`s, as `super().__init__` would."""
+    import inspect
+
+    try:
+        entry = _entry_point(env_id)
+    except Exception:  # noqa: BLE001 - an unknown or unimportable id is reported by env_id_problem
+        return None
+    inits = [c.__dict__["__init__"] for c in entry.__mro__ if "__init__" in c.__dict__] if isinstance(entry, type) \
+        else [entry]
+    names: set[str] = set()
+    for fn in inits:
+        if fn is object.__init__:
+            return names
+        try:
+            params = inspect.signature(fn).parameters.values()
+        except (TypeError, ValueError):
+            return None
+        names |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)} - {"self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names
+    return None

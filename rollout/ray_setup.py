@@ -20,3 +20,43 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address=address, **kwargs)
     else:
         ray.init(num_cpus=num_cpus, **kwargs)
+
+
+def resolve_ray_address(address: str) -> tuple[str, int]:
+    """(host, port) of `ray.address`: `HOST:PORT`, `ray://HOST:PORT` or `auto` (RAY_ADDRESS, else the
+    session file `ray start` leaves in Ray's temp dir). Raises ValueError with a one-line reason."""
+    given = address
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS", "")
+        if not address or address == "auto":
+            tmp = os.environ.get("RAY_TMPDIR", "/tmp")
+            session = os.path.join(tmp, "ray", "ray_current_cluster")
+            try:
+                address = open(session).read().strip()
+            except OSError:
+                raise ValueError(f"ray.address='auto': no running Ray cluster (RAY_ADDRESS unset, no {session}); "
+                                 "start one with `ray start --head` or leave ray.address unset") from None
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"ray.address={given!r}: expected HOST:PORT (e.g. 127.0.0.1:6379), ray://HOST:PORT or auto")
+    return host.strip("[]"), int(port)
+
+
+def ray_address_problem(address: str, timeout_s: float) -> str | None:
+    """None when `ray.address` parses and something accepts a connection there within `timeout_s`, else why not.
+
+    Checked before any work: a wrong address otherwise surfaces after warm-up as Ray's endless retries.
+    """
+    import socket
+
+    try:
+        host, port = resolve_ray_address(address)
+    except ValueError as e:
+        return str(e)
+    try:
+        socket.create_connection((host, port), timeout=timeout_s).close()
+    except OSError as e:
+        why = "timed out" if isinstance(e, TimeoutError) else (e.strerror or str(e))
+        return (f"ray.address={address!r}: cannot reach a Ray cluster at {host}:{port} within {timeout_s:g} s ({why}); "
+                "is `ray start --head` running there?")
+    return None

@@ -20,8 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from steprl.agents.config import ModelConfig, TokenizerConfig
+from steprl.compose import apply_layer, fit_env_kwargs, gives, is_inside_replaced, nested
 from steprl.errors import ConfigError
 from steprl.learners.config import LearnerConfig, WarmupConfig
+from steprl.limits import size_problems
 from steprl.rollout.config import RolloutConfig
 
 STAGES = ("warmup", "rl", "distill", "eval")
@@ -41,6 +43,8 @@ class RunConfig:
     """The seed: all data is a pure function of (config, seed, step)."""
     threads: int = 2
     """torch threads of the driver/learner process (fixed and recorded: results depend on it)."""
+    allow_large: bool = False
+    """Accept sizes above the sane bounds of steprl/limits.py (e.g. rollout.group_size > 1024)."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -173,12 +177,17 @@ class RayConfig:
     """Address of an existing cluster; None starts an embedded local Ray."""
     num_cpus: int | None = None
     """CPUs the embedded Ray may use (None: all)."""
+    connect_timeout_s: float = 10.0
+    """`address` must answer within this many seconds, checked before any work starts."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
+        out = []
         if self.num_cpus is not None and self.num_cpus <= 0:
-            return [("num_cpus", f"expected a positive integer, got {self.num_cpus}")]
-        return []
+            out.append(("num_cpus", f"expected a positive integer, got {self.num_cpus}"))
+        if not self.connect_timeout_s > 0:
+            out.append(("connect_timeout_s", f"expected > 0, got {self.connect_timeout_s}"))
+        return out
 
 
 @dataclass
@@ -325,17 +334,18 @@ def load_config(source: str | Path = "quickstart", overrides: list[str] | tuple[
     Raises ConfigError (one line naming the key) for unknown keys, wrong types and impossible values.
     """
     data, where = _read_yaml(source)
-    cfg = _merge(OmegaConf.structured(Config), data, where)
+    layers = [(data, where, True)]
+    if "base" in data:  # `base: PRESET`: the file is a layer over that preset (see steprl/compose.py)
+        layers.insert(0, (*_read_yaml(str(data.pop("base"))), True))
     for item in overrides:
         key, value = _parse_override(item)
-        nested: dict[str, Any] = {}
-        cur = nested
-        parts = key.split(".")
-        for p in parts[:-1]:
-            cur[p] = cur = {}
-        cur[parts[-1]] = value
-        cfg = _merge(cfg, nested, f"override {item!r}")
+        layers.append((nested(key, value), f"override {item!r}", not is_inside_replaced(key)))
+    cfg = _merge(OmegaConf.structured(Config), layers[0][0], layers[0][1])
+    for d, w, replace in layers[1:]:
+        cfg = apply_layer(cfg, d, w, _merge, replace)
     obj: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+    if any(gives(d, "env.id") for d, _, _ in layers[1:]):
+        obj.env.kwargs = fit_env_kwargs(obj.env.id, obj.env.kwargs, layers[1:])
     validate(obj)
     return obj
 
@@ -362,6 +372,7 @@ def validate(cfg: Config) -> None:
     bad_env = env_id_problem(cfg.env.id)
     if bad_env:
         problems.append(("env.id", bad_env))
+    problems += size_problems(cfg)
     if problems:
         key, msg = problems[0]
         more = f" (+{len(problems) - 1} more problem(s))" if len(problems) > 1 else ""

@@ -1,13 +1,15 @@
 """`steprl train` / `steprl resume`: run the config's stages in order, resumable at any step.
 
     warmup  SFT on the env's expert demonstrations (cached per config hash), checkpoint step 0
+            (without a warm-up stage the initial weights are checkpointed as step 0: every step replays)
     rl      plan -> play on the pool -> learner update -> record -> log -> checkpoint
     distill compress the policy into a smaller student (its own run directory under distill/)
     eval    held-out success of the final policy
 
 Held-out success is measured after each training stage on the same 'eval'-stream seeds and
-written to summary.json. Ctrl-C finishes the current step, checkpoints and stops; a second
-Ctrl-C abandons the step (the run resumes from its newest complete checkpoint).
+written to summary.json. Ctrl-C (or SIGTERM, what schedulers and `docker stop` send) finishes the
+current step, checkpoints and stops; a second one abandons the step (the run resumes from its newest
+complete checkpoint). The run directory's lock (steprl/run/lock.py) is held throughout.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from typing import Any
 
 from steprl.agents.model import count_parameters
 from steprl.agents.policy import build_policy, load_policy
-from steprl.config import Config
+from steprl.config import Config, to_yaml
 from steprl.run.checkpoint import Checkpoint, latest_good
+from steprl.run.lock import RunLock
 from steprl.run.metrics import MetricsLogger
 from steprl.run.run_dir import create_run_dir, read_summary, write_summary
 from steprl.run.state import RunState
@@ -35,15 +38,26 @@ def train(cfg: Config) -> dict[str, Any]:
     """Create the run directory and run every stage; returns summary.json's content."""
     setup_torch(cfg.run.threads)
     run_dir = create_run_dir(cfg)
-    policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
-    run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir))
-    run.summary["params"] = count_parameters(policy.model)
-    return _run_stages(run)
+    with RunLock(run_dir, "train"):
+        policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
+        run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir))
+        run.summary["params"] = count_parameters(policy.model)
+        if "warmup" not in cfg.stages:  # warm-up writes step 0 itself; without it the initial weights are step 0
+            run.checkpoint(0, "init", {}, {"version": 0})
+        return _run_stages(run)
 
 
 def resume(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """Continue a run from its newest complete checkpoint (or from scratch if it has none)."""
     setup_torch(cfg.run.threads)
+    with RunLock(run_dir, "resume"):
+        return _resume_locked(run_dir, cfg)
+
+
+def _resume_locked(run_dir: Path, cfg: Config) -> dict[str, Any]:
+    """`resume` once the run directory's lock is held (a changed config, e.g. rl.steps extended, is saved here)."""
+    if (run_dir / "config.yaml").read_text() != to_yaml(cfg):
+        (run_dir / "config.yaml").write_text(to_yaml(cfg))
     ckpt = latest_good(run_dir / "checkpoints")
     if ckpt is None:
         log.warning("%s has no complete checkpoint: starting its stages from the beginning", run_dir)
@@ -62,7 +76,7 @@ def completed_stages(cfg: Config, summary: dict[str, Any], checkpoint: Checkpoin
     stage = None if checkpoint is None else checkpoint.state.get("stage")
     if stage == "warmup":
         done.add("warmup")
-    if "rl" in order and (checkpoint is None or stage in ("warmup", "rl")):
+    if "rl" in order and (checkpoint is None or stage in ("warmup", "init", "rl")):
         rl_done = stage == "rl" and checkpoint.step >= cfg.rl.steps
         if not rl_done:  # rl (re)opens: it and every later stage run again
             done -= set(order[order.index("rl"):])
@@ -70,17 +84,19 @@ def completed_stages(cfg: Config, summary: dict[str, Any], checkpoint: Checkpoin
 
 
 def _run_stages(run: RunState) -> dict[str, Any]:
-    """Run the stages not yet complete, with Ctrl-C turned into a clean stop."""
+    """Run the stages not yet complete, with Ctrl-C and SIGTERM turned into a clean stop."""
     done = completed_stages(run.cfg, run.summary, run.resume_from)
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def on_sigint(signum: int, frame: Any) -> None:
         if run.stop_requested:
             raise KeyboardInterrupt
         run.stop_requested = True
-        log.warning("Ctrl-C: finishing the current step, then checkpointing (Ctrl-C again to abandon it)")
+        what = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        log.warning("%s: finishing the current step, then checkpointing (%s again to abandon it)", what, what)
 
-    signal.signal(signal.SIGINT, on_sigint)
+    for sig in previous:
+        signal.signal(sig, on_sigint)
     try:
         for name in run.cfg.stages:
             if name in done:
@@ -96,7 +112,8 @@ def _run_stages(run: RunState) -> dict[str, Any]:
         write_summary(run.dir, run.summary)
         return run.summary
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         run.metrics.close()
         if run.pool is not None:
             run.pool.close()

@@ -35,6 +35,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, distil, print the held-out comparison."""
     cfg = load_config(args.config, args.overrides)
+    from steprl.run.preflight import check_run
+
+    check_run(cfg, standalone_distill=True)
     from steprl.stages.distill import run_standalone  # heavy imports only when distilling
 
     r = run_standalone(cfg)

@@ -25,21 +25,30 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--format", default=None, help="turn format: hermes (default) or compact")
     p.add_argument("--imperfect", type=float, default=0.0, help="imperfect_rate for --demo (default 0)")
     p.add_argument("--all", action="store_true", help="list every Gymnasium id, not only steprl's")
+    p.add_argument("--env-kwargs", default=None, help='JSON kwargs for the env, e.g. \'{"path": "qa.jsonl"}\'')
     p.set_defaults(run=run)
     return p
 
 
-def _make(env_id: str, fmt: str | None) -> Any:
+def _make(env_id: str, fmt: str | None, env_kwargs: str | None = None) -> Any:
+    import json
+
     import gymnasium as gym
 
-    from steprl.envs.registry import known_env_ids
+    from steprl.envs.registry import env_id_problem
 
-    if env_id not in known_env_ids():
-        raise SteprlError(f"unknown env id {env_id!r}; run `steprl envs` to list them")
-    kwargs = {"format": fmt} if fmt else {}
+    bad = env_id_problem(env_id)  # the ids `train` accepts, `module:Env-v0` included
+    if bad:
+        raise SteprlError(f"{bad}; run `steprl envs` to list them")
+    try:
+        kwargs = json.loads(env_kwargs) if env_kwargs else {}
+    except json.JSONDecodeError as e:
+        raise SteprlError(f"--env-kwargs is not valid JSON: {e}") from None
+    if fmt:
+        kwargs["format"] = fmt
     try:
         return gym.make(env_id, **kwargs)
-    except (TypeError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a user's env may raise anything
         raise SteprlError(f"cannot make {env_id!r} with {kwargs}: {exc}") from None
 
 
@@ -61,8 +70,8 @@ def _header(info: dict[str, Any], obs: str) -> None:
     emit("[user]\n" + obs)
 
 
-def _demo(env_id: str, seed: int, fmt: str | None, imperfect_rate: float) -> int:
-    env = _make(env_id, fmt)
+def _demo(env_id: str, seed: int, fmt: str | None, imperfect_rate: float, env_kwargs: str | None) -> int:
+    env = _make(env_id, fmt, env_kwargs)
     demo_fn = getattr(env.unwrapped, "demonstration", None)
     if demo_fn is None:
         raise SteprlError(f"{env_id} has no expert demonstration")
@@ -81,8 +90,8 @@ def _demo(env_id: str, seed: int, fmt: str | None, imperfect_rate: float) -> int
     return 0
 
 
-def _play(env_id: str, seed: int, fmt: str | None) -> int:
-    env = _make(env_id, fmt)
+def _play(env_id: str, seed: int, fmt: str | None, env_kwargs: str | None) -> int:
+    env = _make(env_id, fmt, env_kwargs)
     obs, info = env.reset(seed=seed)
     _header(info, obs)
     total = 0.0
@@ -108,10 +117,10 @@ def run(args: argparse.Namespace) -> int:
             raise SteprlError("--demo and --play need an env id, e.g. steprl envs steprl/Calculator-v0 --demo 0")
         return _list(bool(getattr(args, "all", False)))
     if args.demo is not None:
-        return _demo(env_id, args.demo, fmt, float(getattr(args, "imperfect", 0.0)))
+        return _demo(env_id, args.demo, fmt, float(getattr(args, "imperfect", 0.0)), args.env_kwargs)
     if args.play is not None:
-        return _play(env_id, args.play, fmt)
-    _make(env_id, fmt)
+        return _play(env_id, args.play, fmt, args.env_kwargs)
+    _make(env_id, fmt, args.env_kwargs)
     from steprl.envs import ENVS
 
     emit(f"{env_id}  {ENVS.get(env_id, ('', ''))[1]}".rstrip())

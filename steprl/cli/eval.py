@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ def run_config_for(policy: Path) -> Any:
 def run(args: argparse.Namespace) -> int:
     """Evaluate each policy, print the table, optionally write JSON and a plot."""
     from steprl.agents.policy import load_policy
-    from steprl.envs.registry import known_env_ids
+    from steprl.envs.registry import env_id_problem
     from steprl.rollout.config import RolloutConfig, SamplingConfig
     from steprl.rollout.workers import RolloutPool, WorkerSpec
     from steprl.run.checkpoint import resolve_policy_dir
@@ -66,8 +67,9 @@ def run(args: argparse.Namespace) -> int:
     env_id = args.env or (base.env.id if base else None)
     if env_id is None:
         raise SteprlError("--env is required when no POLICY is inside a run directory")
-    if env_id not in known_env_ids():
-        raise SteprlError(f"--env {env_id!r} is not a registered env (see `steprl envs`)")
+    bad = env_id_problem(env_id)  # every id `train` accepts, `module:Env-v0` included
+    if bad:
+        raise SteprlError(f"--env: {bad}")
     env_kwargs = _env_kwargs(args, base, env_id)
     seed = args.seed if args.seed is not None else (base.run.seed if base else 0)
     sampling = base.rollout.sampling if base else SamplingConfig()
@@ -80,9 +82,13 @@ def run(args: argparse.Namespace) -> int:
                                       backend=base.rollout.backend if base else "hf"),
                            RolloutConfig(executor="inline", workers=1))
         try:
-            results.append(evaluate(pool, policy.model, name, held_out)[0])
+            res, trajs = evaluate(pool, policy.model, name, held_out)
+            results.append(res)
         finally:
             pool.close()
+        warning = error_warning(name, trajs)
+        if warning:
+            print(warning, file=sys.stderr)
     emit(f"env {env_id}  episodes {args.episodes}  seed {seed}  {'greedy' if args.greedy else 'sampled'}")
     emit(format_table(results))
     payload = {"policies": [r.to_dict() for r in results], "env": env_id, "episodes": args.episodes, "seed": seed}
@@ -100,7 +106,23 @@ def _env_kwargs(args: argparse.Namespace, base: Any, env_id: str) -> dict[str, A
             return json.loads(args.env_kwargs)
     except json.JSONDecodeError as e:
         raise SteprlError(f"--env-kwargs is not valid JSON: {e}") from None
-    return dict(base.env.kwargs) if base and base.env.id == env_id else {}
+    return dict(base.env.kwargs) if base and same_env(base.env.id, env_id) else {}
+
+
+def same_env(a: str, b: str) -> bool:
+    """Whether two ids name one env (`revmod:Reverse-v0` and `Reverse-v0` do: the prefix only imports)."""
+    return a.rpartition(":")[2] == b.rpartition(":")[2]
+
+
+def error_warning(name: str, trajs: list) -> str | None:
+    """One warning line when episodes ended in an error, with the commonest one (else None)."""
+    from collections import Counter
+
+    errors = Counter(str(t.error).splitlines()[0][:200] for t in trajs if t.error)
+    if not errors:
+        return None
+    (top, k), n = errors.most_common(1)[0], sum(errors.values())
+    return f"steprl eval: warning: {n}/{len(trajs)} episodes of {name} ended in an error; commonest ({k}x): {top}"
 
 
 def plot_results(results: list, path: Path) -> None:

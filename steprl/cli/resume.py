@@ -61,13 +61,16 @@ def run(args: argparse.Namespace) -> int:
         cfg = _apply(cfg, args.overrides, run_dir)
     from steprl.cli.train import print_summary
     from steprl.pipeline import resume
+    from steprl.run.preflight import check_run
+
+    check_run(cfg)  # e.g. a ray.address override that nothing answers: refused before any work
 
     print_summary(resume(run_dir, cfg), run_dir)
     return 0
 
 
 def _apply(cfg, overrides: list[str], run_dir):
-    """Apply overrides to a saved config (through the same validation as `train`) and save it back."""
+    """Apply overrides to a saved config (through the same validation as `train`); `resume` saves it under the lock."""
     import tempfile
     from pathlib import Path
 
@@ -81,5 +84,4 @@ def _apply(cfg, overrides: list[str], run_dir):
         raise ConfigError(
             f"rl.steps={new.rl.steps} is less than the run's {cfg.rl.steps}; resume can only extend a run"
         )
-    (Path(run_dir) / "config.yaml").write_text(to_yaml(new))
     return new

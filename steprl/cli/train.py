@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from steprl.config import load_config, to_yaml
+from steprl.config import load_config
 from steprl.console import emit
-from steprl.rollout.plan import assign_round_robin, plan_step, spec_micro_batches
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,20 +22,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def dry_run_text(cfg) -> str:
-    """The resolved config and the first step's plan: episode indices, env seeds, micro-batches, workers."""
-    specs = plan_step(cfg, 0)
-    mbs = spec_micro_batches(specs, cfg.rollout.micro_batch)
-    lines = ["# resolved config", to_yaml(cfg).rstrip(), "", f"# step 0 plan: {len(specs)} episodes, "
-             f"{len(mbs)} micro-batches of {cfg.rollout.micro_batch}, {cfg.rollout.workers} worker(s)"]
-    for w, ks in enumerate(assign_round_robin(len(mbs), cfg.rollout.workers)):
-        lines.append(f"worker {w}: micro-batches {ks}")
-    lines.append("index group member env_seed   sample_key          micro_batch")
-    for s in specs:
-        lines.append(
-            f"{s.index:5d} {s.group:5d} {s.member:6d} {s.env_seed:10d} {s.sample_key:20d} "
-            f"{s.index // cfg.rollout.micro_batch:5d}"
-        )
-    return "\n".join(lines)
+    """The resolved config, the stages, step 0's episodes with their task text and the real scheduling."""
+    from steprl.cli.dry_run import dry_run_text as text
+
+    return text(cfg)
 
 
 def topology_dry_run(cfg) -> str:
@@ -51,6 +40,9 @@ def topology_dry_run(cfg) -> str:
 def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then dry-run or train."""
     cfg = load_config(args.config, args.overrides)
+    from steprl.run.preflight import check_run
+
+    check_run(cfg)  # before the run directory exists: a config error leaves nothing behind
     if args.dry_run:
         emit(dry_run_text(cfg))
         emit()

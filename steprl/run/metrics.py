@@ -34,10 +34,15 @@ class MetricsError(SteprlError):
 
 
 class MetricsLogger:
-    """Appends metrics to `<run>/metrics.jsonl` (and TensorBoard when installed); draws plots on demand."""
+    """Appends metrics to `<run>/metrics.jsonl` (and TensorBoard when installed); draws plots on demand.
+
+    Opening cuts the file back to its last complete line (a crash mid-write leaves a torn one), so a
+    new row never lands on a fragment. Only writers (train, resume, distill, under the run's lock) open one.
+    """
 
     def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
+        cut_torn_tail(self.path)
         self.plot_dir = Path(run_dir) / "plots"
         self._tb = None
         if tensorboard:
@@ -81,6 +86,31 @@ class MetricsLogger:
         """Flush TensorBoard."""
         if self._tb is not None:
             self._tb.close()
+
+
+def cut_torn_tail(path: Path) -> int:
+    """Truncate `path` after its last newline; returns the bytes dropped (0 when the file is whole or absent)."""
+    try:
+        with open(path, "rb+") as f:
+            size = f.seek(0, os.SEEK_END)
+            if size == 0:
+                return 0
+            pos, tail = size, b""
+            while pos > 0 and b"\n" not in tail:
+                step = min(pos, 1 << 16)
+                pos -= step
+                f.seek(pos)
+                tail = f.read(step) + tail
+            keep = pos + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+            if keep == size:
+                return 0
+            f.truncate(keep)
+            f.flush()
+            os.fsync(f.fileno())
+    except FileNotFoundError:
+        return 0
+    log.warning("%s: cut a torn last line (%d bytes) left by an interrupted write", path, size - keep)
+    return size - keep
 
 
 def _clean(v: Any) -> Any:

@@ -40,6 +40,7 @@ from steprl.rollout.trajectory import Trajectory
 from steprl.rollout.workers import RolloutPool
 from steprl.run.checkpoint import Checkpoint, latest_good, prune, resolve_policy_dir, save_checkpoint
 from steprl.run.evaluate import HeldOut, evaluate, success_fields
+from steprl.run.lock import RunLock
 from steprl.run.loop import Loop, run_steps
 from steprl.run.metrics import MetricsLogger
 from steprl.run.pools import make_pool
@@ -293,11 +294,12 @@ def run_standalone(cfg: Config) -> dict[str, Any]:
     teacher = load_policy(teacher_dir)
     parent = run_path(cfg)
     parent.mkdir(parents=True, exist_ok=True)
-    state = RunState(cfg, parent, teacher, MetricsLogger(parent, tensorboard=False), {})
-    try:
-        result = run(state)
-    finally:
-        if state.pool is not None:
-            state.pool.close()
+    with RunLock(parent, "distill"):
+        state = RunState(cfg, parent, teacher, MetricsLogger(parent, tensorboard=False), {})
+        try:
+            result = run(state)
+        finally:
+            if state.pool is not None:
+                state.pool.close()
     result["teacher"] = str(teacher_dir)
     return result

@@ -26,8 +26,8 @@ def test_help_lists_commands_and_each_has_help(capsys):
 def test_dry_run_from_another_directory(tmp_path):
     r = run_cli("train", "quickstart", "--dry-run", "rl.steps=2", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "# step 0 plan: 64 episodes, 2 micro-batches of 32, 2 worker(s)" in r.stdout
-    assert "worker 0: micro-batches [0]" in r.stdout
+    assert "# step 0 plan: 64 episodes (8 groups x 8), 2 micro-batches of 32" in r.stdout
+    assert "ray executor: 2 micro-batches of 32 queued; 2 actors each take the next when idle" in r.stdout
     assert "steps: 2" in r.stdout
     assert not (tmp_path / "runs").exists()  # a dry run writes nothing
 
