@@ -52,6 +52,13 @@ def quiet_transformers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    from steprl.run.kernels import apply_from_argv
+
+    try:  # before build_parser: it imports torch, which reads the kernel variables once
+        apply_from_argv(argv)
+    except SteprlError as e:
+        print(f"steprl: {e}", file=sys.stderr)
+        return 2
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `key=value` overrides may come after flags (train quickstart --dry-run rl.steps=2)

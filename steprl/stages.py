@@ -37,6 +37,8 @@ def warmup_cache_key(state: Any, model_section: dict[str, Any] | None = None, st
     c = to_dict(state.cfg)
     # run.threads too: float reductions, hence the exact weights, depend on the thread count
     key = {k: c[k] for k in ("model", "tokenizer", "env", "warmup")} | {"seed": c["run"]["seed"], "threads": c["run"]["threads"], "v": 1}
+    if c["run"].get("kernels", "native") != "native":  # other kernels, other weights (native keys unchanged)
+        key["kernels"] = c["run"]["kernels"]
     if model_section is not None:  # another model on the same demonstrations (the distillation student)
         key["model"] = model_section
     if steps is not None:

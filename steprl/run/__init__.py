@@ -1,0 +1,1 @@
+"""Run-level machinery: kernel pinning (portable exactness) and the machine fingerprint."""
