@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     from steprl.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
+    from steprl.run.fingerprint import check_against
+
+    for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
+        print(f"steprl replay: warning: {line}", file=sys.stderr)
     recorded = read_record(run_dir, args.step)
     if args.episode is not None:
         recorded = [t for t in recorded if t.spec.index == args.episode]

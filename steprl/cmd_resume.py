@@ -7,6 +7,7 @@ Only overrides that cannot change the data already trained on are accepted: exte
 from __future__ import annotations
 
 import argparse
+import sys
 
 from steprl.errors import ConfigError
 
@@ -37,6 +38,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = _apply(cfg, args.overrides, run_dir)
     from steprl.pipeline import resume
     from steprl.cmd_train import print_summary
+    from steprl.run.fingerprint import check_against
+
+    for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
+        print(f"steprl resume: warning: {line}", file=sys.stderr)
 
     print_summary(resume(run_dir, cfg), run_dir)
     return 0
