@@ -6,8 +6,12 @@ import logging
 import os
 
 
-def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
-    """ray.init once per process: join `address`, or start an embedded local Ray with quiet logging."""
+def init_ray(address: str | None = None, num_cpus: int | None = None, env_vars: dict[str, str] | None = None) -> None:
+    """ray.init once per process: join `address`, or start an embedded local Ray with quiet logging.
+
+    `env_vars` go to every Ray worker process (the job's runtime_env): e.g. the pinned kernel settings of
+    `run.kernels=portable`, which must be in place before torch initialises in the worker.
+    """
     import ray
 
     if ray.is_initialized():
@@ -16,6 +20,8 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_DEDUP_LOGS", "1")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     kwargs = dict(include_dashboard=False, logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
+    if env_vars:
+        kwargs["runtime_env"] = {"env_vars": dict(env_vars)}
     if address:
         ray.init(address=address, **kwargs)
     else:

@@ -115,8 +115,14 @@ class RolloutPool:
     """Runs micro-batches on inline or Ray workers; results sorted by episode index."""
 
     def __init__(
-        self, spec: WorkerSpec, cfg: RolloutConfig, ray_address: str | None = None, ray_num_cpus: int | None = None
+        self,
+        spec: WorkerSpec,
+        cfg: RolloutConfig,
+        ray_address: str | None = None,
+        ray_num_cpus: int | None = None,
+        env_vars: dict[str, str] | None = None,
     ) -> None:
+        """Inline: one in-process worker. Ray: `cfg.workers` actors; `env_vars` reach every Ray worker process."""
         self.spec, self.cfg = spec, cfg
         self.version: int | None = None
         self._weights: Any = None
@@ -132,7 +138,7 @@ class RolloutPool:
 
             from steprl.rollout.ray_setup import init_ray
 
-            init_ray(ray_address, ray_num_cpus)
+            init_ray(ray_address, ray_num_cpus, env_vars)
             self._ray = ray
             remote = ray.remote(num_cpus=cfg.num_cpus_per_worker, num_gpus=cfg.num_gpus_per_worker, max_restarts=0)
             self._actor_cls = remote(RolloutWorker)

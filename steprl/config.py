@@ -45,6 +45,10 @@ class RunConfig:
     """torch threads of the driver/learner process (fixed and recorded: results depend on it)."""
     allow_large: bool = False
     """Accept sizes above the sane bounds of steprl/limits.py (e.g. rollout.group_size > 1024)."""
+    kernels: str = "native"
+    """CPU kernel choice. native: torch/MKL/oneDNN pick the fastest code path for this CPU (results may
+    differ bit-wise on another CPU). portable: pin the AVX2 paths (ATEN_CPU_CAPABILITY, MKL_CBWR,
+    ONEDNN_MAX_CPU_ISA, thread env) so any x86-64 AVX2 machine gives the same bits (see steprl/run/kernels.py)."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -53,6 +57,8 @@ class RunConfig:
             out.append(("name", f"expected 1-64 characters from [A-Za-z0-9._-] and not '.' or '..', got {self.name!r}"))
         if self.threads <= 0:
             out.append(("threads", f"expected a positive integer, got {self.threads}"))
+        if self.kernels not in ("native", "portable"):
+            out.append(("kernels", f"expected native or portable, got {self.kernels!r}"))
         if not 0 <= self.seed < 2**63:
             out.append(("seed", f"expected 0 <= seed < 2**63, got {self.seed}"))
         return out

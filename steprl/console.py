@@ -10,3 +10,9 @@ def emit(text: str = "", end: str = "\n", flush: bool = True) -> None:
     sys.stdout.write(text + end)
     if flush:
         sys.stdout.flush()
+
+
+def warn(text: str) -> None:
+    """Write one line for the user to stderr: errors and warnings, kept out of the results on stdout."""
+    sys.stderr.write(text + "\n")
+    sys.stderr.flush()

@@ -17,6 +17,7 @@ import importlib
 import logging
 import sys
 
+from steprl.console import warn
 from steprl.errors import Interrupted, SteprlError
 
 COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs")
@@ -27,7 +28,7 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> None:  # noqa: D102
         self.print_usage(sys.stderr)
-        print(f"steprl: error: {message}", file=sys.stderr)
+        warn(f"steprl: error: {message}")
         sys.exit(2)
 
 
@@ -52,6 +53,13 @@ def quiet_transformers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
+    from steprl.run.kernels import apply_from_argv
+
+    try:  # before build_parser: it imports torch, which reads the kernel variables once
+        apply_from_argv(argv)
+    except SteprlError as e:
+        warn(f"steprl: {e}")
+        return 2
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra:  # `key=value` overrides may come after flags (train quickstart --dry-run rl.steps=2)
@@ -67,10 +75,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except Interrupted as e:
-        print(f"steprl {args.command}: {e}", file=sys.stderr)
+        warn(f"steprl {args.command}: {e}")
         return 130
     except SteprlError as e:
-        print(f"steprl {args.command}: {e}", file=sys.stderr)
+        warn(f"steprl {args.command}: {e}")
         return 2
     except (OSError, RuntimeError) as e:  # a failed run: rollout retries spent, disk full, training diverged
         from steprl.learners.guards import TrainingDivergedError
@@ -78,9 +86,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if not isinstance(e, (OSError, RolloutError, TrainingDivergedError)):
             raise
-        print(f"steprl {args.command}: {e}", file=sys.stderr)
+        warn(f"steprl {args.command}: {e}")
         return 1
     except KeyboardInterrupt:
-        print(f"steprl {args.command}: interrupted", file=sys.stderr)
+        warn(f"steprl {args.command}: interrupted")
         return 130
 

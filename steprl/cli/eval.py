@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import Any
 
-from steprl.console import emit
+from steprl.console import emit, warn
 from steprl.errors import SteprlError
 
 
@@ -88,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
             pool.close()
         warning = error_warning(name, trajs)
         if warning:
-            print(warning, file=sys.stderr)
+            warn(warning)
     emit(f"env {env_id}  episodes {args.episodes}  seed {seed}  {'greedy' if args.greedy else 'sampled'}")
     emit(format_table(results))
     payload = {"policies": [r.to_dict() for r in results], "env": env_id, "episodes": args.episodes, "seed": seed}

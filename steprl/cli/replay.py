@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from steprl.console import emit
+from steprl.console import emit, warn
 from steprl.errors import SteprlError
 
 
@@ -33,6 +33,10 @@ def run(args: argparse.Namespace) -> int:
     from steprl.run.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
+    from steprl.run.fingerprint import check_against
+
+    for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
+        warn(f"steprl replay: warning: {line}")
     recorded = read_record(run_dir, args.step)
     if args.episode is not None:
         recorded = [t for t in recorded if t.spec.index == args.episode]

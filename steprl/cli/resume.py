@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 
+from steprl.console import warn
 from steprl.errors import ConfigError
 
 SAFE_PREFIXES = (
@@ -64,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
     from steprl.run.preflight import check_run
 
     check_run(cfg)  # e.g. a ray.address override that nothing answers: refused before any work
+    from steprl.run.fingerprint import check_against
 
+    for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
+        warn(f"steprl resume: warning: {line}")
     print_summary(resume(run_dir, cfg), run_dir)
     return 0
 

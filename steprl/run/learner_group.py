@@ -21,6 +21,7 @@ from steprl.config import Config
 from steprl.errors import SteprlError
 from steprl.rollout.ray_setup import init_ray
 from steprl.rollout.trajectory import Trajectory
+from steprl.run.kernels import worker_env
 from steprl.run.learner_rank import LearnerRank, RankSpec
 from steprl.run.ranks import rank_threads
 
@@ -42,7 +43,7 @@ class LearnerGroup:
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
-        init_ray(cfg.ray.address, cfg.ray.num_cpus)
+        init_ray(cfg.ray.address, cfg.ray.num_cpus, worker_env())
         self.ray, self.model, self.world_size = ray, policy.model, cfg.learner.world_size
         self.last_trajectory_bytes = 0
         bundle = {"CPU": cfg.learner.cpus_per_rank}

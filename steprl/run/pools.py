@@ -7,6 +7,7 @@ from dataclasses import replace
 from steprl.agents.policy import Policy
 from steprl.config import Config
 from steprl.rollout.workers import RolloutPool, WorkerSpec
+from steprl.run.kernels import worker_env
 
 
 def worker_spec(cfg: Config, policy: Policy) -> WorkerSpec:
@@ -25,4 +26,4 @@ def make_pool(cfg: Config, policy: Policy, reserve_cpus: bool = True) -> Rollout
     rcfg = cfg.rollout
     if not reserve_cpus and rcfg.executor != "inline":
         rcfg = replace(rcfg, num_cpus_per_worker=0.0)
-    return RolloutPool(worker_spec(cfg, policy), rcfg, cfg.ray.address, cfg.ray.num_cpus)
+    return RolloutPool(worker_spec(cfg, policy), rcfg, cfg.ray.address, cfg.ray.num_cpus, worker_env())

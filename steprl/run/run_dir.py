@@ -39,6 +39,9 @@ def create_run_dir(cfg: Config) -> Path:
     path.mkdir(parents=True)
     (path / "config.yaml").write_text(to_yaml(cfg))
     (path / "environment.json").write_text(json.dumps(environment_record(cfg), indent=1, sort_keys=True))
+    from steprl.run.fingerprint import write as write_fingerprint
+
+    write_fingerprint(path, cfg.run.kernels, cfg.run.threads)
     return path
 
 

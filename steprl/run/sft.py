@@ -34,6 +34,8 @@ def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None,
     # run.threads too: float reductions, hence the exact weights, depend on the thread count
     key = {k: c[k] for k in ("model", "tokenizer", "env", "warmup")} | {"seed": c["run"]["seed"],
                                                                        "threads": c["run"]["threads"], "v": 1}
+    if c["run"].get("kernels", "native") != "native":  # other kernels, other bits (native keys stay as they were)
+        key["kernels"] = c["run"]["kernels"]
     if model_section is not None:  # another model on the same demonstrations (the distillation student)
         key["model"] = model_section
     if steps is not None:

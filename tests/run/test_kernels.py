@@ -1,0 +1,172 @@
+"""run.kernels (issue #17): portable mode gives the same bits whatever kernel paths the machine
+(or the user's shell) would pick; native mode does not; machine.json and its comparison."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steprl.run import kernels
+from steprl.run.fingerprint import compare
+
+# The final learner.safetensors of RUN_ARGS with run.kernels=portable. Everything that feeds it is
+# pinned (ATen AVX2 kernels, MKL CBWR=AVX2, oneDNN AVX2, 2 threads), so any x86-64 AVX2 machine
+# with the same torch/MKL builds must produce it.
+GOLDEN = "0d94069b044d743cf4fc63fc8ea7373acb393379e6147cbc42685836b1a4fee8"
+RUN_ARGS = ["train", "smoke", "warmup.steps=4", "rl.steps=1", "stages=[warmup,rl]"]
+# kernel paths other machines would take (emulated from outside)
+FOREIGN = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_DYNAMIC": "TRUE"}
+
+needs_avx2 = pytest.mark.skipif(
+    not {"avx2", "fma"} <= kernels.cpu_flags(), reason="portable mode needs an x86-64 CPU with AVX2+FMA"
+)
+
+
+def _env(extra: dict[str, str]) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in kernels.PINNED_KEYS and not k.startswith("STEPRL_KERNELS")}
+    return env | extra
+
+
+def _train(root: Path, name: str, mode: str, extra_env: dict[str, str], torch_first: bool = False) -> tuple[str, dict]:
+    """Run the CLI in a fresh process; (sha256 of the final learner.safetensors, machine.json)."""
+    argv = [*RUN_ARGS, f"run.kernels={mode}", f"run.root={root}", f"run.name={name}"]
+    if torch_first:  # torch already loaded with the foreign settings: the CLI must re-exec itself
+        code = (f"import sys, torch; torch.zeros(2).sum(); sys.argv = ['steprl', *{argv!r}]; "
+                "from steprl.cli import main; sys.exit(main())")
+        cmd = [sys.executable, "-c", code]
+    else:
+        cmd = [sys.executable, "-m", "steprl.cli", *argv]
+    subprocess.run(cmd, check=True, cwd=root, env=_env(extra_env), capture_output=True, text=True, timeout=300)
+    run = root / name
+    digest = hashlib.sha256((run / "checkpoints" / "step_000001" / "learner.safetensors").read_bytes()).hexdigest()
+    return digest, json.loads((run / "machine.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("kernels")
+    return {
+        "portable": _train(root, "p", "portable", {}),
+        "portable_foreign": _train(root, "pf", "portable", FOREIGN, torch_first=True),
+        "native": _train(root, "n", "native", {}),
+        "native_foreign": _train(root, "nf", "native", {"ATEN_CPU_CAPABILITY": "default"}),
+    }
+
+
+@needs_avx2
+def test_portable_ignores_machine_kernels(runs):
+    assert runs["portable"][0] == runs["portable_foreign"][0]
+    assert runs["portable_foreign"][1]["cpu_capability"] == "AVX2"
+
+
+@needs_avx2
+def test_native_follows_machine_kernels(runs):
+    """The mode matters: the ATen kernel path alone changes native weights (measured on AMD EPYC and Intel Xeon)."""
+    if runs["native"][1]["cpu_capability"] == "DEFAULT":
+        pytest.skip("this machine's native kernel path is already DEFAULT: no difference to show")
+    assert runs["native_foreign"][1]["cpu_capability"] == "DEFAULT"
+    assert runs["native"][0] != runs["native_foreign"][0]
+
+
+@needs_avx2
+def test_golden(runs):
+    assert runs["portable"][0] == GOLDEN
+
+
+@needs_avx2
+def test_shell_values_do_not_leak_into_portable(runs):
+    fp = runs["portable_foreign"][1]
+    assert fp["env"] == {**kernels.ISA_ENV, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert fp["torch_threads"] == 2
+
+
+def test_native_leaves_shell_values_and_portable_overrides_them():
+    code = (
+        "import os, sys; from steprl.run import kernels; kernels.ensure(sys.argv[1], 3, []);"
+        "print(os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'), "
+        "os.environ.get('OMP_NUM_THREADS'), 'torch' in sys.modules)"
+    )
+    env = _env({"ATEN_CPU_CAPABILITY": "avx512", "MKL_CBWR": "COMPATIBLE", "OMP_NUM_THREADS": "7"})
+    out = subprocess.run(
+        [sys.executable, "-c", code, "native"], env=env, check=True, capture_output=True, text=True
+    ).stdout.split()
+    assert out == ["avx512", "COMPATIBLE", "7", "False"]
+    if {"avx2", "fma"} <= kernels.cpu_flags():
+        out = subprocess.run(
+            [sys.executable, "-c", code, "portable"], env=env, check=True, capture_output=True, text=True
+        ).stdout.split()
+        assert out == ["avx2", "AVX2", "3", "False"]
+
+
+def test_bad_mode_is_a_config_error():
+    from steprl.config import load_config
+    from steprl.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="kernels"):
+        load_config("smoke", ["run.kernels=fast"])
+
+
+def test_mode_from_argv_reads_config_without_torch(tmp_path):
+    code = (
+        "import sys; from steprl.run.kernels import mode_from_argv;"
+        "print(mode_from_argv(['train', 'smoke', 'run.kernels=portable', 'run.threads=3']), 'torch' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
+    assert out == "('portable', 3) False"
+    (tmp_path / "config.yaml").write_text("run: {kernels: portable, threads: 1}\n")
+    assert kernels.mode_from_argv(["replay", str(tmp_path), "--step", "0"]) == ("portable", 1)
+    assert kernels.mode_from_argv(["resume", str(tmp_path), "run.threads=4"]) == ("portable", 4)
+    assert kernels.mode_from_argv(["eval", "x"]) is None
+
+
+def _fp(**kw):
+    base = {
+        "cpu_model": "AMD EPYC",
+        "machine": "x86_64",
+        "cpu_flags": ["avx2", "avx512f", "fma"],
+        "cpu_capability": "AVX512",
+        "torch": "2.13.0+cpu",
+        "mkl": "2024.2",
+        "onednn": "v3.12.0",
+        "threads": 2,
+        "kernels": "native",
+        "env": {k: None for k in kernels.PINNED_KEYS},
+    }
+    return base | kw
+
+
+def test_compare_same_machine_is_silent():
+    assert compare(_fp(), _fp()) == []
+    p = _fp(
+        kernels="portable",
+        cpu_capability="AVX2",
+        env={**kernels.ISA_ENV, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"},
+    )
+    assert compare(p, p) == []
+
+
+def test_compare_native_other_cpu_says_what_to_do():
+    out = compare(_fp(), _fp(cpu_model="Intel Xeon", cpu_flags=["amx_tile", "avx2", "avx512f", "fma"]))
+    assert len(out) == 1 and "Intel Xeon" in out[0] and "AMD EPYC" in out[0] and "run.kernels=portable" in out[0]
+
+
+def test_compare_portable_other_cpu_is_fine_but_versions_and_threads_are_not():
+    env = {**kernels.ISA_ENV, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    rec = _fp(kernels="portable", cpu_capability="AVX2", env=env)
+    assert compare(rec, rec | {"cpu_model": "Intel Xeon", "cpu_flags": ["avx2", "fma"]}) == []
+    out = compare(rec, rec | {"torch": "2.14.0", "threads": 4})
+    assert any("torch version" in line for line in out) and any("thread" in line for line in out)
+
+
+def test_compare_native_env_and_mode_differences():
+    out = compare(_fp(), _fp(env={**_fp()["env"], "MKL_CBWR": "AVX2"}))
+    assert len(out) == 1 and "MKL_CBWR" in out[0]
+    out = compare(_fp(), _fp(kernels="portable"))
+    assert any("run.kernels" in line for line in out)
