@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import torch
 
+from steprl.rollout.trajectory import LogitFilter
+
 from .config import DistillLearnerConfig, LearnerConfig, OptimizerGuardsConfig, WarmupConfig
 from .guarded_optimizer import GuardedOptimizer
 from .kl_objectives import DistillMethod, DistillMode, DistillRouteError, ExactKL, SampledKL, distill_modes
@@ -120,11 +122,13 @@ def _checked(cfg: Any) -> None:
 
 
 def rl_trainer(model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, total_steps: int = 1,
-               pad_id: int = 0, ref_model: torch.nn.Module | None = None) -> Trainer:
+               pad_id: int = 0, ref_model: torch.nn.Module | None = None,
+               logit_filter: LogitFilter | None = None) -> Trainer:
     """Policy-gradient trainer; update(trajs, token_advantages=None). With kl_coef > 0 a frozen reference
-    (`ref_model`, or a copy of `model`) is kept."""
+    (`ref_model`, or a copy of `model`) is kept. `logit_filter`: the sampler's filter (default: temperature)."""
     _checked(cfg)
-    objective = PolicyGradient(model, cfg, temperature=temperature, pad_id=pad_id, ref_model=ref_model)
+    objective = PolicyGradient(model, cfg, temperature=temperature, pad_id=pad_id, ref_model=ref_model,
+                               logit_filter=logit_filter)
     return Trainer(model, objective, GuardedOptimizer(model, cfg, total_steps, objective.counters))
 
 
