@@ -2,7 +2,8 @@
 
 Sampling is Gumbel-max: logits in fp32 -> `filtered_logprobs` (temperature, banned ids, then
 top-k, then top-p; the learner applies the same `LogitFilter`) -> y = argmax(logp + G),
-G = -log(-log(u)) with u a pure function of (sample_key, turn, position, token id) from `rollout.seeding` (docs/numerics.md#seeding).
+G = -log(-log(u)) with u a pure function of (sample_key, turn, position, token id) from
+`rollout.seeding` (docs/numerics.md#seeding).
 The recorded behaviour log-prob is logp[y] in fp32. Nothing here draws from a global RNG.
 The `hf` backend (rollout/backends/hf.py) calls `sample_next` after each forward.
 """
