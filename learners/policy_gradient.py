@@ -74,16 +74,22 @@ class PolicyGradient:
     counters = PG_COUNTERS
 
     def __init__(self, model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, pad_id: int = 0,
-                 ref_model: torch.nn.Module | None = None, logit_filter: LogitFilter | None = None) -> None:
+                 ref_model: torch.nn.Module | None = None, logit_filter: LogitFilter | None = None,
+                 max_episode_tokens: int = 0) -> None:
         """Loss, estimator and (when kl_coef > 0) a frozen reference: `ref_model` or a copy of `model`.
 
         `logit_filter` is the sampler's filter (temperature, top-k, top-p, banned ids), re-applied to the
         learner's log-probs so pi/mu is exactly 1 at identical weights; default: `temperature` alone.
+        The Dr.GRPO normaliser L is `cfg.norm_len`, else `max_episode_tokens` (a constant either way).
         """
         self.model, self.cfg = model, cfg
         self.temperature, self.pad_id = float(temperature), int(pad_id)
         self.logit_filter = logit_filter if logit_filter is not None else LogitFilter(self.temperature)
         self.temperature = self.logit_filter.temperature
+        self.norm_len = int(cfg.norm_len or max_episode_tokens)
+        if self.norm_len <= 0 and cfg.aggregation == "seq-mean-token-sum-norm":
+            raise ValueError("seq-mean-token-sum-norm needs a constant length: set learner.norm_len or pass "
+                             "max_episode_tokens (the batch's padded length would tie a trajectory to its batch-mates)")
         self.loss_fn = get_loss(cfg.loss)
         self.estimator = make_advantage(cfg.advantage, cfg)
         self.ref_model = None
@@ -112,7 +118,7 @@ class PolicyGradient:
         self._reward_stats(good, stats)
         estimator_before = self.estimator.state_dict()
         advs, stats.zero_adv_groups = self._advantages(opt, trajs, valid, token_advantages)
-        batch = collate(trajs, self.pad_id, advs, valid, norm_len=self.cfg.norm_len)
+        batch = collate(trajs, self.pad_id, advs, valid, norm_len=self.norm_len)
         stats.tokens_trained = float(batch.action_mask_BT.sum())
         stats.lr = opt.begin(step)
         self.model.train()

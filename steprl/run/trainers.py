@@ -18,7 +18,8 @@ def rl_learner(cfg: Config, policy: Policy, ckpt_dir: Path) -> Trainer:
         ref = load_policy(ref_dir).model if ref_dir.is_dir() else None
     return rl_trainer(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
                       total_steps=cfg.rl.steps, pad_id=policy.tokenizer.pad_token_id, ref_model=ref,
-                      logit_filter=sampling_filter(cfg, policy))
+                      logit_filter=sampling_filter(cfg, policy),
+                      max_episode_tokens=cfg.rollout.sampling.max_episode_tokens)
 
 
 def sampling_filter(cfg: Config, policy: Policy) -> LogitFilter:
