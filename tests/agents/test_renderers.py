@@ -104,4 +104,5 @@ def test_llama3_family_is_chosen_and_renders_ipython_results():
     eot = tok.convert_tokens_to_ids("<|eot_id|>")
     assert eot in fmt.stop_token_ids and tok.bos_token_id in fmt.banned_ids
     obs = fmt.decode(fmt.observation_ids("<result>84</result>", fmt.turn_ids("x")))
-    assert obs == "<|start_header_id|>ipython<|end_header_id|>\n\n84<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"
+    assert obs == ("<|start_header_id|>ipython<|end_header_id|>\n\n84<|eot_id|>"
+                   "<|start_header_id|>assistant<|end_header_id|>\n\n")
