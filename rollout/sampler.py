@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from steprl.rollout.seeding import _TOKEN_SALT, _shr, mix64, position_keys
+from steprl.rollout.seeding import _TOKEN_SALT, bits_to_uniform, mix64, position_keys
 from steprl.rollout.trajectory import LogitFilter
 from steprl.rollout.trajectory import filtered_logprobs as _filtered
 
@@ -66,8 +66,7 @@ def gumbel_from_mix(row_keys: torch.Tensor, mixed_ids: torch.Tensor) -> torch.Te
     """Gumbel noise float64 for row keys [B] and pre-mixed ids [V] or [B, K]; equals `seeding.gumbel_noise`."""
     ids = mixed_ids if mixed_ids.dim() == 2 else mixed_ids[None, :]
     bits = mix64(row_keys[:, None] ^ ids)
-    u = (_shr(bits, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))
-    return -torch.log(-torch.log(u))
+    return -torch.log(-torch.log(bits_to_uniform(bits)))
 
 
 def sample_next(
