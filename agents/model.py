@@ -97,8 +97,36 @@ def load_model(path: str | Path) -> PreTrainedModel:
     if not p.is_dir():
         raise FileNotFoundError(f"model directory not found: {p}")
     model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32)
+    disable_dropout(model)
     model.eval()
     return model
+
+
+def disable_dropout(model: torch.nn.Module) -> int:
+    """Set every dropout probability (config fields and nn.Dropout modules) to 0; returns how many were > 0.
+
+    The learner runs in train mode; with dropout its log-probs would differ from the sampler's (eval-mode)
+    ones and draw from the global RNG. RL fine-tuning recipes turn dropout off for the same reason.
+    """
+    changed = 0
+    cfg = getattr(model, "config", None)
+    sub = cfg.get_text_config() if cfg is not None and hasattr(cfg, "get_text_config") else cfg
+    for c in {id(x): x for x in (cfg, sub) if x is not None}.values():
+        for name, value in list(vars(c).items()):
+            if "dropout" in name and isinstance(value, float) and value > 0:
+                setattr(c, name, 0.0)
+                changed += 1
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.dropout._DropoutNd) and m.p > 0:
+            m.p = 0.0
+            changed += 1
+        for name in ("attention_dropout", "dropout"):
+            if isinstance(getattr(m, name, None), float) and getattr(m, name) > 0:
+                setattr(m, name, 0.0)
+                changed += 1
+    if changed:
+        log.info("dropout set to 0 in %d places of the loaded model (learner and sampler must agree)", changed)
+    return changed
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -128,7 +128,8 @@ class ToolTaskEnv(gym.Env):
     # -- gymnasium API ---------------------------------------------------------------------
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        """Pose the task for `seed`: obs is the question; info has `system`, `stop` and `format`."""
+        """Pose the task for `seed`: obs is the question; info has `system`, `stop`, `format`, and for chat
+        templates that render tools themselves `instructions` (system text without tools) and `tools` (specs)."""
         super().reset(seed=seed)
         if seed is None:
             seed = int(self.np_random.integers(0, 2**63 - 1))
@@ -140,6 +141,9 @@ class ToolTaskEnv(gym.Env):
         info = self._info()
         info["system"] = self.system_prompt(self._task)
         info["stop"] = list(self.protocol.stop_strings)
+        # for chat templates that render tools themselves: the instructions alone, and the tool specs
+        info["instructions"] = self.protocol.system_prompt(self.task_hint, []) if self.instructions else ""
+        info["tools"] = [t.spec() for t in self.tools(self._task)]
         return obs, info
 
     def step(self, action: Any):

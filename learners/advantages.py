@@ -1,8 +1,9 @@
 """Advantage estimators by name: grpo, rloo, drgrpo, reinforce (docs/numerics.md#advantages).
 
 An estimator maps one step's rewards and group ids to one advantage per trajectory, plus
-the number of zero-variance groups (two or more members, all rewards equal), whose
-advantages are set to exactly 0.0 rather than computed (so never NaN, never 1 ulp off).
+the number of zero-variance groups (all rewards equal, including a group left with one valid
+member after filtering), whose advantages are set to exactly 0.0 rather than computed (so never
+NaN, never 1 ulp off, and never the unnormalised push A = R of a lone member).
 Rewards are handled in float64. Callers pass only valid (finite-reward) trajectories.
 """
 
@@ -71,7 +72,7 @@ class AdvantageEstimator:
         zero: list[int] = []
         for g, pos in sorted(_groups(groups).items()):
             rg = r[pos]
-            if len(pos) > 1 and bool((rg == rg[0]).all()):
+            if bool((rg == rg[0]).all()):  # includes a lone member: no baseline to compare with
                 zero.append(g)
                 continue
             adv[pos] = self.group_advantages(rg)
@@ -91,35 +92,29 @@ class AdvantageEstimator:
 
 @register_advantage("grpo")
 class GRPO(AdvantageEstimator):
-    """A = (R - mean_g) / (std_g + eps), unbiased std; a group of one uses mean 0, std 1 (A = R)."""
+    """A = (R - mean_g) / (std_g + eps), unbiased std; a group of one gets 0 (the base class)."""
 
     def group_advantages(self, r: torch.Tensor) -> torch.Tensor:
         """Group-normalised rewards."""
-        if r.numel() == 1:
-            return r.clone()
         return (r - r.mean()) / (r.std() + self.cfg.adv_eps)
 
 
 @register_advantage("rloo")
 class RLOO(AdvantageEstimator):
-    """A_i = R_i - mean_{j != i} R_j (leave-one-out baseline); a group of one has baseline 0."""
+    """A_i = R_i - mean_{j != i} R_j (leave-one-out baseline); a group of one gets 0 (the base class)."""
 
     def group_advantages(self, r: torch.Tensor) -> torch.Tensor:
         """Leave-one-out centred rewards."""
         n = r.numel()
-        if n == 1:
-            return r.clone()
         return r - (r.sum() - r) / (n - 1)
 
 
 @register_advantage("drgrpo")
 class DrGRPO(AdvantageEstimator):
-    """A = R - mean_g (Dr.GRPO: no std division); a group of one uses mean 0."""
+    """A = R - mean_g (Dr.GRPO: no std division); a group of one gets 0 (the base class)."""
 
     def group_advantages(self, r: torch.Tensor) -> torch.Tensor:
         """Group-centred rewards."""
-        if r.numel() == 1:
-            return r.clone()
         return r - r.mean()
 
 

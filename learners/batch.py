@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
-from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.trajectory import LogitFilter, Trajectory, filtered_logprobs
 
 
 @dataclass(frozen=True)
@@ -146,21 +147,68 @@ def micro_batches(batch: Batch, size: int) -> list[Batch]:
     return out
 
 
+CHUNK_ELEMENTS = 1 << 24
+"""Logit elements (B x chunk x V) per log-prob chunk: 64 MiB in fp32, whatever the vocabulary."""
+
+_HEAD_SPLIT_TYPES = ("llama", "qwen2", "qwen3", "mistral")
+"""Model types whose logits are exactly lm_head(decoder(x)) (no logit scaling or soft-capping)."""
+
+
 def token_logprobs(
-    model: torch.nn.Module, tokens: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: float = 1.0,
+    logit_filter: LogitFilter | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-target log-probs and entropies, both [B, T-1] float32 (docs/numerics.md#losses).
 
-    `logprobs[b, t] = log softmax(z_t / temperature)[tokens[b, t+1]]` with the logits upcast
-    to float32 before dividing and reducing, whatever the model dtype; explicit position ids
-    (right padding). Entropy is that of the same tempered distribution.
+    `logprobs[b, t] = log softmax(filter(z_t))[tokens[b, t+1]]` with the logits upcast to float32
+    before filtering and reducing, whatever the model dtype; explicit position ids (right padding).
+    `logit_filter` (default: `temperature` alone) is the sampler's filter (temperature, top-k, top-p,
+    banned ids), so the learner's log-probs are those of the distribution the tokens were drawn from.
+    Entropy is that of the same filtered distribution. For Llama/Qwen2-type models the LM head runs
+    in chunks of the sequence holding at most `chunk_elements` logits each (re-computed in backward),
+    so no [B, T, V] float32 tensor is ever held; a batch that fits one chunk takes the plain path.
     """
-    if not (temperature > 0 and math.isfinite(temperature)):
-        raise ValueError(f"token_logprobs: temperature must be a positive finite number, got {temperature}")
+    filt = logit_filter if logit_filter is not None else LogitFilter(temperature)
+    if not (filt.temperature > 0 and math.isfinite(filt.temperature)):
+        raise ValueError(f"token_logprobs: temperature must be a positive finite number, got {filt.temperature}")
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-    logits = out.logits[:, :-1].float() / temperature
-    logp_all = torch.log_softmax(logits, dim=-1)
-    logp = logp_all.gather(-1, tokens[:, 1:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    return logp, entropy
+    B, T = tokens.shape
+    vocab = model.get_output_embeddings().weight.shape[0] if hasattr(model, "get_output_embeddings") else 0
+    chunk = max(1, chunk_elements // max(1, B * vocab))
+    split = getattr(getattr(model, "config", None), "model_type", "") in _HEAD_SPLIT_TYPES
+    if not split or chunk >= T - 1:
+        out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
+        return _chunk_terms(out.logits[:, :-1], tokens[:, 1:], filt)
+    hidden = model.get_decoder()(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
+                                 use_cache=False).last_hidden_state
+    head = model.get_output_embeddings()
+    logps, ents = [], []
+    for s in range(0, T - 1, chunk):
+        e = min(T - 1, s + chunk)
+
+        def terms(h: torch.Tensor, s: int = s, e: int = e) -> tuple[torch.Tensor, torch.Tensor]:
+            return _chunk_terms(head(h), tokens[:, s + 1 : e + 1], filt)
+
+        h = hidden[:, s:e]
+        if torch.is_grad_enabled():
+            lp, en = checkpoint(terms, h, use_reentrant=False, preserve_rng_state=False)
+        else:
+            lp, en = terms(h)
+        logps.append(lp)
+        ents.append(en)
+    return torch.cat(logps, dim=1), torch.cat(ents, dim=1)
+
+
+def _chunk_terms(logits: torch.Tensor, targets: torch.Tensor, filt: LogitFilter) -> tuple[torch.Tensor, torch.Tensor]:
+    """(log-prob of `targets`, entropy) [B, c] in fp32 for logits [B, c, V] under `filt`."""
+    logp_all = filtered_logprobs(logits, filt)
+    logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
+    if not filt.truncates:
+        return logp, -(logp_all.exp() * logp_all).sum(-1)
+    # filtered ids: exp(-inf) * -inf is NaN (in the gradient too); their share of the entropy is 0
+    safe = logp_all.masked_fill(~torch.isfinite(logp_all), 0.0)
+    return logp, -(logp_all.exp() * safe).sum(-1)

@@ -76,7 +76,7 @@ class LearnerConfig(OptimizerGuardsConfig):
     clip_high: float = 0.28
     """PPO ratio upper clip epsilon (clip-higher, DAPO)."""
     dual_clip: float = 3.0
-    """Dual-clip constant c for negative advantages; 0 disables."""
+    """Dual-clip constant c > 1 for negative advantages; 0 disables (c in (0, 1] would zero their gradient)."""
     tis_cap: float = 2.0
     """Truncated importance sampling cap C on exp(logp_learner - logp_behavior); 0 disables."""
     log_ratio_clamp: float = 20.0
@@ -98,7 +98,8 @@ class LearnerConfig(OptimizerGuardsConfig):
     cispo_clip_high: float = 5.0
     """CISPO: the stop-gradient ratio weight is truncated at 1 + cispo_clip_high (MiniMax-M1)."""
     norm_len: int = 0
-    """Constant length L for seq-mean-token-sum-norm (sum / (B x L)); 0 uses the batch's padded target length."""
+    """Constant length L for seq-mean-token-sum-norm (sum / (B x L)); 0 uses rollout.sampling.max_episode_tokens
+    (a constant: a trajectory's weight must not depend on its batch-mates' lengths)."""
     reinforce_decay: float = 0.9
     """REINFORCE running-baseline decay: b <- decay * b + (1 - decay) * mean(R); the first batch sets b."""
     world_size: int = 1
@@ -128,6 +129,8 @@ class LearnerConfig(OptimizerGuardsConfig):
             out.append(("threads_per_rank", f"expected >= 0 (0: run.threads), got {self.threads_per_rank}"))
         if self.cpus_per_rank < 0:
             out.append(("cpus_per_rank", f"expected >= 0, got {self.cpus_per_rank}"))
+        if 0 < self.dual_clip <= 1:
+            out.append(("dual_clip", f"expected > 1, or 0 for off, got {self.dual_clip}"))
         if not 0 <= self.reinforce_decay < 1:
             out.append(("reinforce_decay", f"expected in [0, 1), got {self.reinforce_decay}"))
         from .advantages import ADVANTAGES  # the registries import torch: keep `import config` light

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.trajectory import LogitFilter, Trajectory
 
 from .advantages import make_advantage
 from .batch import Batch, collate, micro_batches, token_logprobs
@@ -74,10 +74,22 @@ class PolicyGradient:
     counters = PG_COUNTERS
 
     def __init__(self, model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, pad_id: int = 0,
-                 ref_model: torch.nn.Module | None = None) -> None:
-        """Loss, estimator and (when kl_coef > 0) a frozen reference: `ref_model` or a copy of `model`."""
+                 ref_model: torch.nn.Module | None = None, logit_filter: LogitFilter | None = None,
+                 max_episode_tokens: int = 0) -> None:
+        """Loss, estimator and (when kl_coef > 0) a frozen reference: `ref_model` or a copy of `model`.
+
+        `logit_filter` is the sampler's filter (temperature, top-k, top-p, banned ids), re-applied to the
+        learner's log-probs so pi/mu is exactly 1 at identical weights; default: `temperature` alone.
+        The Dr.GRPO normaliser L is `cfg.norm_len`, else `max_episode_tokens` (a constant either way).
+        """
         self.model, self.cfg = model, cfg
         self.temperature, self.pad_id = float(temperature), int(pad_id)
+        self.logit_filter = logit_filter if logit_filter is not None else LogitFilter(self.temperature)
+        self.temperature = self.logit_filter.temperature
+        self.norm_len = int(cfg.norm_len or max_episode_tokens)
+        if self.norm_len <= 0 and cfg.aggregation == "seq-mean-token-sum-norm":
+            raise ValueError("seq-mean-token-sum-norm needs a constant length: set learner.norm_len or pass "
+                             "max_episode_tokens (the batch's padded length would tie a trajectory to its batch-mates)")
         self.loss_fn = get_loss(cfg.loss)
         self.estimator = make_advantage(cfg.advantage, cfg)
         self.ref_model = None
@@ -104,8 +116,9 @@ class PolicyGradient:
         stats = StepStats()
         good = [t for t, v in zip(trajs, valid) if v]
         self._reward_stats(good, stats)
+        estimator_before = self.estimator.state_dict()
         advs, stats.zero_adv_groups = self._advantages(opt, trajs, valid, token_advantages)
-        batch = collate(trajs, self.pad_id, advs, valid, norm_len=self.cfg.norm_len)
+        batch = collate(trajs, self.pad_id, advs, valid, norm_len=self.norm_len)
         stats.tokens_trained = float(batch.action_mask_BT.sum())
         stats.lr = opt.begin(step)
         self.model.train()
@@ -116,6 +129,8 @@ class PolicyGradient:
         for k in ("ratio_mean", "ratio_max", "tis_clip_frac", "logprob_gap"):
             setattr(stats, k, per_epoch[0][k])
         stats.skipped = float(any(e["skipped"] for e in per_epoch))
+        if stats.skipped:  # a skipped (or rolled-back) step leaves no trace: the running baseline neither
+            self.estimator.load_state_dict(estimator_before)
         return stats.to_dict()
 
     def state_dict(self) -> dict:
@@ -171,7 +186,8 @@ class PolicyGradient:
         for j in opt.reducer.begin(len(mbs)):
             mb = mbs[j]
             m = mb.action_mask_BT
-            logp, ent = token_logprobs(self.model, mb.tokens_BT, mb.attention_mask_BT, self.temperature)
+            logp, ent = token_logprobs(self.model, mb.tokens_BT, mb.attention_mask_BT,
+                                       logit_filter=self.logit_filter)
             if epoch == 0:
                 old[j] = logp.detach()  # the proximal policy: parameters before this step's first update
             old_logp = old[j]

@@ -26,6 +26,8 @@ from typing import Any, Protocol
 
 import torch
 
+from steprl.rollout.trajectory import LogitFilter
+
 from .config import DistillLearnerConfig, LearnerConfig, OptimizerGuardsConfig, WarmupConfig
 from .guarded_optimizer import GuardedOptimizer
 from .kl_objectives import DistillMethod, DistillMode, DistillRouteError, ExactKL, SampledKL, distill_modes
@@ -121,11 +123,15 @@ def _checked(cfg: Any) -> None:
 
 
 def rl_trainer(model: torch.nn.Module, cfg: LearnerConfig, *, temperature: float = 1.0, total_steps: int = 1,
-               pad_id: int = 0, ref_model: torch.nn.Module | None = None, comm: Communicator | None = None) -> Trainer:
+               pad_id: int = 0, ref_model: torch.nn.Module | None = None, comm: Communicator | None = None,
+               logit_filter: LogitFilter | None = None, max_episode_tokens: int = 0) -> Trainer:
     """Policy-gradient trainer; update(trajs, token_advantages=None). With kl_coef > 0 a frozen reference
-    (`ref_model`, or a copy of `model`) is kept. `comm`: the data-parallel group of this rank (None: alone)."""
+    (`ref_model`, or a copy of `model`) is kept. `comm`: the data-parallel group of this rank (None: alone).
+    `logit_filter`: the sampler's filter (default: temperature); `max_episode_tokens`: the Dr.GRPO length
+    normaliser when cfg.norm_len is 0."""
     _checked(cfg)
-    objective = PolicyGradient(model, cfg, temperature=temperature, pad_id=pad_id, ref_model=ref_model)
+    objective = PolicyGradient(model, cfg, temperature=temperature, pad_id=pad_id, ref_model=ref_model,
+                               logit_filter=logit_filter, max_episode_tokens=max_episode_tokens)
     return Trainer(model, objective, GuardedOptimizer(model, cfg, total_steps, objective.counters, comm=comm))
 
 

@@ -42,9 +42,22 @@ class _Row:
     turns: int = 0
 
 
-def sampling_params(cfg: SamplingConfig, greedy: bool = False) -> SamplingParams:
-    """SamplingParams from the config section."""
-    return SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, greedy=greedy)
+def sampling_params(cfg: SamplingConfig, greedy: bool = False, turn_format: Any = None) -> SamplingParams:
+    """SamplingParams from the config section, with the renderer's banned and end-of-turn ids."""
+    banned = tuple(getattr(turn_format, "banned_ids", ()))
+    stop_ids = tuple(getattr(turn_format, "stop_token_ids", ()))
+    return SamplingParams(temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, greedy=greedy,
+                          banned=banned, stop_token_ids=stop_ids)
+
+
+def prompt_args(info: dict[str, Any], turn_format: Any) -> tuple[str, list[dict] | None]:
+    """(system text, tool specs) for `turn_format.prompt_ids` from an env's reset info.
+
+    A renderer that renders tools through its chat template gets the instructions without tool
+    descriptions plus the tool specs; the compact renderer gets the env's full system text."""
+    if getattr(turn_format, "template_tools", False) and "tools" in info:
+        return str(info.get("instructions", "")), list(info["tools"])
+    return str(info.get("system", "")), None
 
 
 def play_micro_batch(
@@ -66,7 +79,8 @@ def play_micro_batch(
         if len(r.tokens) >= budget:
             why = f"prompt ({len(r.tokens)} tokens) exceeds max_episode_tokens ({budget})"
             r.live, r.truncated, r.error = False, True, r.error or why
-    generator.prefill([r.tokens for r in rows], [s.sample_key for s in specs], sampling_params(sampling, greedy))
+    params = sampling_params(sampling, greedy, turn_format)
+    generator.prefill([r.tokens for r in rows], [s.sample_key for s in specs], params)
     turn = 0
     while any(r.live for r in rows):
         active = [r.live for r in rows]
@@ -83,7 +97,7 @@ def play_micro_batch(
             obs = _step(env, r, turn_format.decode(res.tokens))
             if not r.live:
                 continue
-            obs_ids = turn_format.observation_ids(obs)
+            obs_ids = turn_format.observation_ids(obs, res.tokens)
             if len(r.tokens) + len(obs_ids) >= budget:
                 r.live, r.truncated = False, True
                 r.info["budget_exhausted"] = True
@@ -100,7 +114,8 @@ def _reset(env: Any, spec: EpisodeSpec, turn_format: Any) -> _Row:
     """Reset the env with the spec's seed and render the prompt."""
     try:
         obs, info = env.reset(seed=spec.env_seed)
-        ids = turn_format.prompt_ids(info.get("system", ""), obs)
+        system, tools = prompt_args(info, turn_format)
+        ids = turn_format.prompt_ids(system, obs, tools)
         return _Row(spec, list(ids), [0] * len(ids), [0.0] * len(ids), list(info.get("stop", ())), len(ids))
     except Exception as e:  # an env that cannot reset: the episode is failed, not the micro-batch
         log.warning("env reset failed for episode %d: %r", spec.index, e)

@@ -1,8 +1,9 @@
 """Step-seeded token sampling: the numbers every generation backend must reproduce.
 
-Sampling is Gumbel-max: logits in fp32 -> `filtered_logprobs` (temperature, then top-k,
-then top-p) -> y = argmax(logp + G), G = -log(-log(u)) with u a pure function of
-(sample_key, turn, position, token id) from `rollout.seeding` (docs/numerics.md#seeding).
+Sampling is Gumbel-max: logits in fp32 -> `filtered_logprobs` (temperature, banned ids, then
+top-k, then top-p; the learner applies the same `LogitFilter`) -> y = argmax(logp + G),
+G = -log(-log(u)) with u a pure function of (sample_key, turn, position, token id) from
+`rollout.seeding` (docs/numerics.md#seeding).
 The recorded behaviour log-prob is logp[y] in fp32. Nothing here draws from a global RNG.
 The `hf` backend (rollout/backends/hf.py) calls `sample_next` after each forward.
 """
@@ -13,7 +14,9 @@ from dataclasses import dataclass
 
 import torch
 
-from steprl.rollout.seeding import _TOKEN_SALT, _shr, mix64, position_keys
+from steprl.rollout.seeding import _TOKEN_SALT, bits_to_uniform, mix64, position_keys
+from steprl.rollout.trajectory import LogitFilter
+from steprl.rollout.trajectory import filtered_logprobs as _filtered
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,10 @@ class SamplingParams:
     """Keep the minimal prefix, sorted by (-p, id), whose probability reaches top_p; 1.0 disables."""
     greedy: bool = False
     """Take the argmax of the filtered log-probs instead of sampling."""
+    banned: tuple[int, ...] = ()
+    """Ids never sampled (pad, bos, turn-start markup of a chat template): -inf before top-k/top-p."""
+    stop_token_ids: tuple[int, ...] = ()
+    """Ids that end a turn when sampled (end-of-turn, EOS); kept as the turn's last, trained, token."""
 
     def __post_init__(self) -> None:
         """Reject impossible values early, naming the field."""
@@ -38,45 +45,16 @@ class SamplingParams:
         if not 0.0 < self.top_p <= 1.0:
             raise ValueError(f"SamplingParams.top_p: expected in (0, 1], got {self.top_p}")
 
-
-def _filter_sorted(z: torch.Tensor, params: SamplingParams) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """(ids sorted by (-z, id), keep mask over that order) for top-k/top-p, or None when neither is on."""
-    vocab = z.shape[-1]
-    use_k = 0 < params.top_k < vocab
-    use_p = params.top_p < 1.0
-    if not (use_k or use_p):
-        return None
-    if use_k and not use_p:
-        # topk is not specified to break ties by id: take a stable full sort only when needed.
-        sorted_z, order = torch.sort(z, dim=-1, descending=True, stable=True)
-        return order[:, : params.top_k], None
-    sorted_z, order = torch.sort(z, dim=-1, descending=True, stable=True)
-    keep = torch.ones_like(sorted_z, dtype=torch.bool)
-    if use_k:
-        keep[:, params.top_k:] = False
-        sorted_z = sorted_z.masked_fill(~keep, float("-inf"))
-    probs = torch.softmax(sorted_z, dim=-1)
-    before = torch.cumsum(probs, dim=-1) - probs  # mass strictly before each id
-    keep &= before < params.top_p
-    keep[:, 0] = True
-    return order, keep
+    @property
+    def logit_filter(self) -> LogitFilter:
+        """The filter part (temperature, top-k, top-p, banned ids), the record the learner re-applies."""
+        return LogitFilter(self.temperature, self.top_k, self.top_p, tuple(self.banned))
 
 
 def filtered_logprobs(logits: torch.Tensor, params: SamplingParams) -> torch.Tensor:
-    """Log-probs [B, V] (fp32) of softmax(logits / T) after top-k then top-p; -inf on filtered ids."""
-    z = logits.float()
-    if params.temperature != 1.0:
-        z = z / params.temperature
-    sel = _filter_sorted(z, params)
-    if sel is not None:
-        order, keep = sel
-        mask = torch.ones_like(z, dtype=torch.bool)
-        if keep is None:
-            mask.scatter_(1, order, False)
-        else:
-            mask.scatter_(1, order, ~keep)
-        z = z.masked_fill(mask, float("-inf"))
-    return torch.log_softmax(z, dim=-1)
+    """Log-probs [B, V] (fp32) of softmax(logits / T) without banned ids, after top-k then top-p; -inf on
+    filtered ids. The one definition is `rollout.trajectory.filtered_logprobs`, which the learner re-applies."""
+    return _filtered(logits, params.logit_filter)
 
 
 def token_mix(vocab: int) -> torch.Tensor:
@@ -88,8 +66,7 @@ def gumbel_from_mix(row_keys: torch.Tensor, mixed_ids: torch.Tensor) -> torch.Te
     """Gumbel noise float64 for row keys [B] and pre-mixed ids [V] or [B, K]; equals `seeding.gumbel_noise`."""
     ids = mixed_ids if mixed_ids.dim() == 2 else mixed_ids[None, :]
     bits = mix64(row_keys[:, None] ^ ids)
-    u = (_shr(bits, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))
-    return -torch.log(-torch.log(u))
+    return -torch.log(-torch.log(bits_to_uniform(bits)))
 
 
 def sample_next(

@@ -81,11 +81,21 @@ def position_keys(sample_keys: torch.Tensor, turn: int | torch.Tensor, positions
     return mix64(k ^ (positions.to(torch.int64) * _POS_SALT))
 
 
+def bits_to_uniform(bits: torch.Tensor) -> torch.Tensor:
+    """Uniforms strictly inside (0, 1), float64: u = ((bits >> 12) + 0.5) / 2**52.
+
+    52 bits, not 53: with `((bits >> 11) + 0.5) / 2**53` the top value 2**53 - 0.5 needs 54 significant
+    bits and rounds to 2**53, so u = 1.0 exactly, G = -log(-log u) = +inf picks any token (with a filter,
+    -inf + inf = NaN). Here the largest u is 1 - 2**-53 and the smallest 2**-53, both exact.
+    """
+    return (_shr(bits, 12).to(torch.float64) + 0.5) * (1.0 / (1 << 52))
+
+
 def uniform_from_keys(row_keys: torch.Tensor, vocab: int) -> torch.Tensor:
-    """Uniforms in (0, 1), float64, shape [B, vocab]: u = ((bits >> 11) + 0.5) / 2**53."""
+    """Uniforms in (0, 1), float64, shape [B, vocab]: u = ((bits >> 12) + 0.5) / 2**52 (`bits_to_uniform`)."""
     ids = torch.arange(vocab, dtype=torch.int64)
     bits = mix64(row_keys.to(torch.int64)[:, None] ^ mix64(ids * _TOKEN_SALT)[None, :])
-    return (_shr(bits, 11).to(torch.float64) + 0.5) * (1.0 / (1 << 53))
+    return bits_to_uniform(bits)
 
 
 def gumbel_noise(

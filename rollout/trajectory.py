@@ -1,7 +1,12 @@
-"""The records that cross boundaries: what to play (`EpisodeSpec`) and what happened (`Trajectory`).
+"""The records that cross boundaries: what to play (`EpisodeSpec`), what happened (`Trajectory`), and
+under which sampling filter the behaviour log-probs were computed (`LogitFilter`).
 
-Both are frozen dataclasses with a JSON round-trip; a trajectory carries a blake2b digest of
-everything that defines it, so replay and the rollout store can prove two records equal.
+Spec and trajectory are frozen dataclasses with a JSON round-trip; a trajectory carries a blake2b
+digest of everything that defines it, so replay and the rollout store can prove two records equal.
+`LogitFilter` and `filtered_logprobs` live here because both sides need the one definition: the
+sampler draws from it and the learner (which may import only this module of rollout/) recomputes
+log-probs with it, so at identical weights the truncated-importance weight is exactly 1
+(docs/numerics.md#gumbel-max-sampling).
 """
 
 from __future__ import annotations
@@ -175,3 +180,74 @@ def _typed_fields(cls: type, d: dict[str, Any], skip: tuple[str, ...] = ()) -> d
             v = [elem(x) for x in v]
         out[name] = v
     return out
+
+
+@dataclass(frozen=True)
+class LogitFilter:
+    """Every filter between the logits and the sampled token: temperature, top-k, top-p, banned ids.
+
+    The sampler records log-probs of this filtered distribution; the learner must apply the same
+    filter, or the TIS weight pi/mu equals the kept probability mass instead of 1 (TRL and prime-rl
+    re-apply top-k/top-p in their trainers for the same reason).
+    """
+
+    temperature: float = 1.0
+    """Divides the logits (> 0)."""
+    top_k: int = 0
+    """Keep the k most likely ids (ties to the lowest id); 0 disables."""
+    top_p: float = 1.0
+    """Keep the minimal prefix, sorted by (-p, id), whose probability reaches top_p; 1.0 disables."""
+    banned: tuple[int, ...] = ()
+    """Ids that are never sampled (pad, bos, a chat template's turn-start token); -inf before top-k/top-p."""
+
+    @property
+    def truncates(self) -> bool:
+        """True when some ids can get -inf (top-k, top-p or banned ids on)."""
+        return bool(self.banned) or self.top_k > 0 or self.top_p < 1.0
+
+
+def filtered_logprobs(logits: Any, filt: LogitFilter) -> Any:
+    """Log-probs [..., V] (fp32) of softmax(logits / T) with banned ids removed, then top-k, then top-p.
+
+    Filtered ids get -inf. Which ids are kept is computed without gradient; the kept log-probs carry
+    the gradient of the logits. Works on any leading shape ([B, V] in the sampler, [B, T, V] chunks in
+    the learner); each row is filtered independently.
+    """
+    import torch  # local: this module stays importable without torch for JSON tooling
+
+    z = logits.float()
+    if filt.temperature != 1.0:
+        z = z / filt.temperature
+    if filt.banned:
+        banned = torch.zeros(z.shape[-1], dtype=torch.bool)
+        banned[list(filt.banned)] = True
+        z = z.masked_fill(banned, float("-inf"))
+    drop = _dropped(z.detach(), filt)
+    if drop is not None:
+        z = z.masked_fill(drop, float("-inf"))
+    return torch.log_softmax(z, dim=-1)
+
+
+def _dropped(z: Any, filt: LogitFilter) -> Any:
+    """Bool mask [..., V] of ids removed by top-k/top-p (None when neither is on); ties to the lowest id."""
+    import torch
+
+    vocab = z.shape[-1]
+    use_k = 0 < filt.top_k < vocab
+    use_p = filt.top_p < 1.0
+    if not (use_k or use_p):
+        return None
+    # topk is not specified to break ties by id: a stable sort by (-z, id) is.
+    sorted_z, order = torch.sort(z, dim=-1, descending=True, stable=True)
+    drop = torch.ones_like(z, dtype=torch.bool)
+    if not use_p:
+        return drop.scatter_(-1, order[..., : filt.top_k], False)
+    keep = torch.ones_like(sorted_z, dtype=torch.bool)
+    if use_k:
+        keep[..., filt.top_k:] = False
+        sorted_z = sorted_z.masked_fill(~keep, float("-inf"))
+    probs = torch.softmax(sorted_z, dim=-1)
+    before = torch.cumsum(probs, dim=-1) - probs  # mass strictly before each id
+    keep &= before < filt.top_p
+    keep[..., 0] = True
+    return drop.scatter_(-1, order, ~keep)

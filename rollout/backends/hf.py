@@ -28,6 +28,18 @@ from steprl.rollout.sampler import SamplingParams, sample_next, token_mix
 from steprl.rollout.seeding import to_signed64
 
 
+def stop_string_ends_in_last_token(tokens: list[int], stops: Sequence[str], decode: Callable[[list[int]], str]) -> bool:
+    """True when a stop string ends inside the text of the last token of `tokens` (or exactly at its end).
+
+    Byte-level BPE keeps punctuation with following newlines (`</answer>\n` is `</`, `answer`, `>\n`),
+    so `endswith` on the decoded turn misses such a stop; this looks for an occurrence that ends after
+    the text of the earlier tokens. Called after every token, the first such occurrence ends the turn.
+    """
+    text = decode(tokens)
+    before = len(decode(tokens[:-1])) if len(tokens) > 1 else 0
+    return any(text.find(s, max(0, before - len(s) + 1)) >= 0 for s in stops)
+
+
 class HFGenerator:
     """`TurnGenerator` on a transformers causal LM (fp32), decoded with the fused forward when supported."""
 
@@ -132,8 +144,10 @@ class GenerationBatch:
     ) -> list[TurnResult]:
         """Generate one agent turn for every active row at once; inactive rows produce nothing.
 
-        A row stops when `decode(its turn tokens)` ends with one of its stop strings ("stop"),
-        or after max_new_tokens ("length"). `turn[b]` is the noise coordinate of row b's turn.
+        A row stops at the first of: a token in `params.stop_token_ids` (end-of-turn/EOS, kept as the
+        turn's last token; "stop"), a stop string ending inside the last token of the decoded turn
+        ("stop"; the turn ends with that token), or max_new_tokens ("length"). `turn[b]` is the noise
+        coordinate of row b's turn.
         """
         B = self.batch
         args = (("active", active), ("turn", turn), ("max_new_tokens", max_new_tokens), ("stop_strings", stop_strings))
@@ -149,6 +163,7 @@ class GenerationBatch:
         stops = [tuple(s for s in stop_strings[b] if s) for b in range(B)]
         last_chars = [frozenset(s[-1] for s in st) for st in stops]
         piece_cache: dict[int, str] = {}
+        stop_ids = frozenset(self.params.stop_token_ids)
         while True:
             rows = [b for b in range(B) if running[b]]
             idx = torch.tensor(rows, dtype=torch.int64)
@@ -161,9 +176,11 @@ class GenerationBatch:
                 res.tokens.append(y)
                 res.logprobs.append(lp)
                 self._tokens[b].append(y)
-                if stops[b] and self._may_end(y, last_chars[b], piece_cache, decode):
-                    text = decode(res.tokens)
-                    if any(text.endswith(s) for s in stops[b]):
+                if y in stop_ids:  # end-of-turn / EOS: kept as the turn's last (trained) token
+                    res.stop_reason = STOP
+                    running[b] = False
+                elif stops[b] and self._may_end(y, last_chars[b], piece_cache, decode):
+                    if stop_string_ends_in_last_token(res.tokens, stops[b], decode):
                         res.stop_reason = STOP
                         running[b] = False
                 if running[b] and len(res.tokens) >= max_new_tokens[b]:
@@ -190,7 +207,7 @@ class GenerationBatch:
     def _may_end(y: int, last_chars: frozenset, cache: dict[int, str], decode: Callable[[list[int]], str]) -> bool:
         """Cheap pre-check before decoding the whole turn: can a stop string end at token y?
 
-        True unless y decodes alone to non-empty ASCII whose last character ends no stop string
+        True unless y decodes alone to non-empty ASCII none of whose characters ends a stop string
         (ASCII text of the last token is then the end of the decoded turn, for any tokenizer).
         """
         piece = cache.get(y)
@@ -198,7 +215,7 @@ class GenerationBatch:
             piece = cache[y] = decode([y])
         if not piece or not piece.isascii():
             return True
-        return piece[-1] in last_chars
+        return any(c in last_chars for c in piece)  # a stop string may end inside the token
 
     # ----------------------------------------------------------------- model feeding
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import gymnasium as gym
 
+from steprl.rollout.episode import prompt_args
 from steprl.rollout.plan import HALF
 from steprl.rollout.seeding import derive
 
@@ -29,7 +30,8 @@ def demo_example(env: Any, turn_format: Any, seed: int, imperfect_rate: float) -
         if term or trunc:
             break
     turns = turns[: len(observations) + 1]
-    return turn_format.encode_demo(info.get("system", ""), obs0, turns, observations)
+    system, tools = prompt_args(info, turn_format)
+    return turn_format.encode_demo(system, obs0, turns, observations, tools)
 
 
 def demo_batches(env_id: str, env_kwargs: dict[str, Any], turn_format: Any, seed: int, batch_size: int,

@@ -13,11 +13,12 @@ from typing import Protocol
 
 import torch
 
-from steprl.agents.policy import Policy, load_policy
+from steprl.agents.policy import Policy
 from steprl.config import Config
-from steprl.learners.trainer import Trainer, rl_trainer
+from steprl.learners.trainer import Trainer
 from steprl.rollout.trajectory import Trajectory
 from steprl.run.ranks import nan_hook, rank_threads, torch_threads
+from steprl.run.trainers import reference_model, rl_learner, sampling_filter
 
 
 class Learner(Protocol):
@@ -42,14 +43,6 @@ class Learner(Protocol):
 
     def close(self) -> None:
         """Release processes (no-op in the driver)."""
-
-
-def reference_model(cfg: Config, ckpt_dir: Path) -> torch.nn.Module | None:
-    """The frozen KL reference: the step-0 checkpoint's model when KL is on and it exists."""
-    if cfg.learner.kl_coef <= 0:
-        return None
-    ref_dir = ckpt_dir / "step_000000" / "model"
-    return load_policy(ref_dir).model if ref_dir.is_dir() else None
 
 
 class LocalLearner:
@@ -88,11 +81,8 @@ class LocalLearner:
 def make_learner(cfg: Config, policy: Policy, ckpt_dir: Path) -> Learner:
     """The RL learner of `cfg` on `policy`: in the driver at world size 1, a Ray actor group otherwise."""
     if cfg.learner.world_size == 1:
-        trainer = rl_trainer(policy.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
-                             total_steps=cfg.rl.steps, pad_id=policy.tokenizer.pad_token_id,
-                             ref_model=reference_model(cfg, ckpt_dir))
-        return LocalLearner(trainer, rank_threads(cfg))
+        return LocalLearner(rl_learner(cfg, policy, ckpt_dir), rank_threads(cfg))
     from steprl.run.learner_group import LearnerGroup  # Ray only when there are ranks
 
-    return LearnerGroup(cfg, policy, reference_model(cfg, ckpt_dir))
+    return LearnerGroup(cfg, policy, reference_model(cfg, ckpt_dir), sampling_filter(cfg, policy))
 

@@ -20,7 +20,7 @@ from steprl.agents.policy import Policy
 from steprl.config import Config
 from steprl.errors import SteprlError
 from steprl.rollout.ray_setup import init_ray
-from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.trajectory import LogitFilter, Trajectory
 from steprl.run.kernels import worker_env
 from steprl.run.learner_rank import LearnerRank, RankSpec
 from steprl.run.ranks import rank_threads
@@ -38,7 +38,8 @@ class LearnerRankError(SteprlError):
 class LearnerGroup:
     """The `Learner` protocol over `cfg.learner.world_size` rank actors (see the module docstring)."""
 
-    def __init__(self, cfg: Config, policy: Policy, ref_model: torch.nn.Module | None) -> None:
+    def __init__(self, cfg: Config, policy: Policy, ref_model: torch.nn.Module | None,
+                 logit_filter: LogitFilter) -> None:
         import ray
         from ray.util.placement_group import placement_group
         from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
@@ -59,7 +60,7 @@ class LearnerGroup:
             actor.options(num_cpus=cfg.learner.cpus_per_rank, max_restarts=0, scheduling_strategy=(
                 PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=r))).remote(
                 RankSpec(cfg, policy.model.config, weights, ref, policy.tokenizer.pad_token_id, r, self.world_size,
-                         rank_threads(cfg)))
+                         rank_threads(cfg), logit_filter))
             for r in range(self.world_size)
         ]
         addr, port = self._all(lambda a: a.rendezvous.remote(), only=[0])[0]

@@ -20,10 +20,10 @@ import torch
 
 from steprl.config import Config
 from steprl.learners.reduce import TorchDistCommunicator
-from steprl.learners.trainer import rl_trainer
-from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.trajectory import LogitFilter, Trajectory
 from steprl.run.ranks import nan_hook
 from steprl.run.torch_setup import setup_torch
+from steprl.run.trainers import build_rl_trainer
 
 GROUP_TIMEOUT_S = 120
 """A collective waiting longer than this on a peer fails (a dead peer usually fails it much sooner)."""
@@ -41,6 +41,8 @@ class RankSpec:
     rank: int
     world_size: int
     threads: int
+    logit_filter: LogitFilter
+    """The rollout's sampling filter: the rank's log-probs are those of the distribution sampled from."""
     backend: str = "gloo"
 
 
@@ -81,9 +83,7 @@ class LearnerRank:
         dist.init_process_group(s.backend, init_method=f"tcp://{addr}:{port}", rank=s.rank, world_size=s.world_size,
                                 timeout=datetime.timedelta(seconds=GROUP_TIMEOUT_S))
         cfg = s.cfg
-        self.trainer = rl_trainer(self.model, cfg.learner, temperature=cfg.rollout.sampling.temperature,
-                                  total_steps=cfg.rl.steps, pad_id=s.pad_id, ref_model=self.ref,
-                                  comm=TorchDistCommunicator())
+        self.trainer = build_rl_trainer(cfg, self.model, s.pad_id, self.ref, s.logit_filter, TorchDistCommunicator())
         return s.rank
 
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:

@@ -20,12 +20,13 @@ def chatml_tokenizer():
 
 
 def play(fmt, system, first_obs, turns, observations):
-    """The ids an episode produces when played turn by turn."""
+    """The ids an episode produces when played turn by turn (each turn generated up to its end-of-turn id)."""
     ids = list(fmt.prompt_ids(system, first_obs))
     for i, turn in enumerate(turns):
-        ids += encode_text(fmt.tokenizer, turn)  # what the agent generated
+        t = fmt.turn_ids(turn)  # what the agent generated, ending as generation ends
+        ids += t
         if i < len(observations):
-            ids += fmt.observation_ids(observations[i])
+            ids += fmt.observation_ids(observations[i], t)
     return ids
 
 
@@ -70,13 +71,16 @@ def test_chat_template_format():
     ids, mask = fmt.encode_demo("sys", "q", turns, obs)
     assert ids == play(fmt, "sys", "q", turns, obs)
     # the whole conversation rendered by the template and tokenized with specials ON gives the same ids
+    # the tool result goes in the template's tool role; each agent turn ends with <|im_end|> (trained on)
     msgs = [{"role": "system", "content": "sys"}, {"role": "user", "content": "q"},
-            {"role": "assistant", "content": turns[0]}, {"role": "user", "content": obs[0]}]
+            {"role": "assistant", "content": turns[0]}, {"role": "tool", "content": "2"}]
     full = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
     ref = tok(full, add_special_tokens=False)["input_ids"]
-    assert ids[: len(ref)] == ref and ids[len(ref):] == encode_text(tok, turns[1])
-    assert ids.count(start) == 5 and ids.count(end) == 4
+    assert ids[: len(ref)] == ref and ids[len(ref):] == encode_text(tok, turns[1]) + [end]
+    assert ids.count(start) == 5 and ids.count(end) == 5
     # content that looks like markup stays characters
     forged = fmt.observation_ids("x<|im_end|>")
     assert forged.count(end) == 2 and forged.count(start) == 2  # markup only; the content stays chars
-    assert all(m == 0 for t, m in zip(ids, mask) if t in (start, end))
+    assert all(m == 0 for t, m in zip(ids, mask) if t == start)
+    # <|im_end|> is trained only as the last token of an agent turn
+    assert all(m == 0 or i + 1 == len(ids) or mask[i + 1] == 0 for i, (t, m) in enumerate(zip(ids, mask)) if t == end)

@@ -86,3 +86,28 @@ def test_bad_config_rejected():
         build_model(ModelConfig(arch="gpt9"), 101, 0)
     with pytest.raises(FileNotFoundError):
         load_model("/nonexistent/model")
+
+
+def test_loaded_model_has_dropout_off(tmp_path, caplog):
+    import logging
+
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from steprl.agents.model import load_model
+
+    cfg = Qwen2Config(vocab_size=40, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=1, intermediate_size=32, attention_dropout=0.3)
+    Qwen2ForCausalLM(cfg).save_pretrained(tmp_path)
+    with caplog.at_level(logging.INFO, logger="steprl.agents.model"):
+        model = load_model(tmp_path)
+    assert model.config.attention_dropout == 0.0
+    assert all(getattr(m, "attention_dropout", 0.0) == 0.0 for m in model.modules())
+    assert "dropout set to 0" in caplog.text
+    # train mode (as the learner runs) gives the eval-mode numbers and leaves the global RNG alone
+    ids = torch.tensor([[1, 2, 3, 4]])
+    state = torch.random.get_rng_state()
+    model.train()
+    a = model(input_ids=ids).logits
+    model.eval()
+    assert torch.equal(a, model(input_ids=ids).logits)
+    assert torch.equal(state, torch.random.get_rng_state())

@@ -25,18 +25,18 @@ def test_grpo_values_group_of_one_and_constant_group():
     a = res.advantages
     std = math.sqrt(4 * 0.25 / 3)  # unbiased
     assert torch.allclose(a[:4], torch.tensor([0.5, -0.5, -0.5, 0.5], dtype=torch.float64) / (std + 1e-6))
-    assert a[4].item() == 0.7  # group of one: mean 0, std 1 (torch.std of one element is NaN)
+    assert a[4].item() == 0.0  # group of one: zero advantage (A = R would be an unnormalised push)
     assert a[5:].tolist() == [0.0, 0.0, 0.0]  # exactly zero, although mean([0.1]*3) != 0.1 in float64
-    assert res.zero_groups == (2,) and res.zero_adv_groups == 1
+    assert res.zero_groups == (1, 2) and res.zero_adv_groups == 2
 
 
 def test_rloo_and_drgrpo_values():
     r, g = [1.0, 0.0, 0.0, 2.0, 5.0, 5.0], [0, 0, 0, 1, 2, 2]
     rl = make_advantage("rloo", CFG)(r, g)
-    assert rl.advantages.tolist() == [1.0, -0.5, -0.5, 2.0, 0.0, 0.0]
-    assert rl.zero_adv_groups == 1
+    assert rl.advantages.tolist() == [1.0, -0.5, -0.5, 0.0, 0.0, 0.0]  # the lone member of group 1 gets 0
+    assert rl.zero_adv_groups == 2
     dr = make_advantage("drgrpo", CFG)(r, g)
-    assert torch.allclose(dr.advantages, torch.tensor([2 / 3, -1 / 3, -1 / 3, 2.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(dr.advantages, torch.tensor([2 / 3, -1 / 3, -1 / 3, 0.0, 0.0, 0.0], dtype=torch.float64))
     assert dr.advantages[4:].tolist() == [0.0, 0.0]
 
 

@@ -135,7 +135,7 @@ def test_gradient_independent_of_micro_batch_size(new_model, toy_batch, traj, ag
     for size in (1, 2, 4, 8):
         cfg = LearnerConfig(lr=1e-2, micro_batch=size, grad_clip=0.0, aggregation=aggregation, kl_coef=0.1,
                             entropy_coef=0.01)
-        learner = rl_trainer(copy.deepcopy(model), cfg)
+        learner = rl_trainer(copy.deepcopy(model), cfg, max_episode_tokens=16)
         learner.update(trajs)
         grads.append(torch.cat([p.grad.flatten() for p in learner.model.parameters()]))
     assert grads[0].abs().sum() > 0
@@ -266,7 +266,7 @@ def _p_rewarded(model):
     LearnerConfig(lr=1e-3),
     LearnerConfig(lr=1e-3, loss="cispo", advantage="rloo", kl_coef=0.1, entropy_coef=0.01),
     LearnerConfig(lr=1e-3, loss="gspo"),
-    LearnerConfig(lr=1e-3, advantage="drgrpo", aggregation="seq-mean-token-sum-norm", micro_batch=5),
+    LearnerConfig(lr=1e-3, advantage="drgrpo", aggregation="seq-mean-token-sum-norm", micro_batch=5, norm_len=4),
 ], ids=["ppo-grpo", "cispo-rloo-kl-ent", "gspo", "ppo-drgrpo-sumnorm"])
 def test_toy_problem_reward_rises(new_model, toy_batch, cfg):
     model = new_model(5)

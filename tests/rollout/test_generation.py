@@ -110,12 +110,12 @@ def test_stops_exactly_at_stop_string(policy):
                 continue
             text = tf.decode(r.tokens)
             prefixes = [tf.decode(r.tokens[:k]) for k in range(1, len(r.tokens))]
-            assert not any(p.endswith(v) for p in prefixes for v in VOWELS)
+            assert not any(v in p for p in prefixes for v in VOWELS)  # no earlier token ended a stop string
             if r.stop_reason == "stop":
                 seen_stop = True
-                assert any(text.endswith(v) for v in VOWELS)
+                assert any(v in text for v in VOWELS)  # a stop string ends inside (or at the end of) the last token
             else:
-                assert r.stop_reason == "length" and not any(text.endswith(v) for v in VOWELS)
+                assert r.stop_reason == "length" and not any(v in text for v in VOWELS)
     assert seen_stop
 
 

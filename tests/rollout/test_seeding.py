@@ -98,3 +98,13 @@ def test_gumbel_max_matches_softmax_chi_square():
     assert chi2 < 18.47  # p = 0.001 for 4 degrees of freedom
     # and the Gumbel moments
     assert abs(g.mean().item() - 0.5772) < 0.01 and abs(g.std().item() - 1.2825) < 0.01
+
+
+def test_uniform_never_reaches_one_nor_zero():
+    """The extreme hash values give u strictly inside (0, 1) and finite Gumbel noise (53 bits gave u = 1.0)."""
+    from steprl.rollout.seeding import bits_to_uniform
+
+    bits = torch.tensor([-1, 0, (1 << 63) - 1, -(1 << 63)], dtype=torch.int64)  # all ones, zero, extremes
+    u = bits_to_uniform(bits)
+    assert bool((u > 0).all()) and bool((u < 1).all())
+    assert bool(torch.isfinite(-torch.log(-torch.log(u))).all())
