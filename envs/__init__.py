@@ -15,7 +15,7 @@ from steprl.envs.calculator import CalculatorEnv
 from steprl.envs.guess import GuessEnv
 from steprl.envs.lookup import LookupEnv
 from steprl.envs.protocol import Answer, Malformed, Protocol, ToolCall, get_protocol
-from steprl.envs.tools import Tool, ToolResult, get_tool, register_tool, run_tool, run_with_timeout
+from steprl.envs.tools import Tool, ToolResult, ToolTimeout, get_tool, register_tool, run_tool, run_with_timeout
 
 #: id -> (entry point, one-line description); the registry `steprl envs` lists.
 ENVS: dict[str, tuple[str, str]] = {
@@ -72,6 +72,7 @@ __all__ = [
     "ToolCall",
     "ToolResult",
     "ToolTaskEnv",
+    "ToolTimeout",
     "get_protocol",
     "get_tool",
     "reasoning_gym_env",

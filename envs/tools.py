@@ -5,6 +5,10 @@ the schema) and the task's read-only context (a lookup table, a hidden number ..
 returns the result text or raises `ToolError`. `run_tool` turns every outcome into a
 `ToolResult`; tools flagged `untrusted` run in a child process killed from outside at
 their time limit (`run_with_timeout`).
+
+The one exception: a call past its wall-clock time limit raises `ToolTimeout`. Whether a call
+finishes in time depends on the machine's load, not on (config, seed, step), so a timeout is a
+fault of the run (the micro-batch is retried), never text the model reads.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ ToolFn = Callable[[Mapping[str, Any], Mapping[str, Any]], str]
 
 class ToolError(Exception):
     """Raised by a tool function for a failure the agent should read (bad argument, missing key)."""
+
+
+class ToolTimeout(Exception):
+    """A tool call ran past its wall-clock time limit: a fault (load-dependent), not an observation.
+
+    Not a ToolError, so nothing turns it into text for the agent; rollout retries the micro-batch.
+    """
 
 
 @dataclass(frozen=True)
@@ -152,6 +163,12 @@ def run_with_timeout(
     killed at the time limit, or died (e.g. hit the memory limit `mem_bytes`). Never raises
     for the callee's behaviour, never waits much past the limit.
     """
+    status, text = _run_child(fn, args, time_limit_s, mem_bytes)
+    return status == "ok", text
+
+
+def _run_child(fn: Callable[..., Any], args: tuple, time_limit_s: float, mem_bytes: int) -> tuple[str, str]:
+    """`run_with_timeout` with the outcome named: ("ok" | "err" | "timeout", text)."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     proc = ctx.Process(
@@ -163,17 +180,16 @@ def run_with_timeout(
     try:
         proc.start()
     except Exception as exc:  # noqa: BLE001 - e.g. fn not picklable
-        return False, f"could not start tool: {type(exc).__name__}"
+        return "err", f"could not start tool: {type(exc).__name__}"
     child.close()
     try:
         remaining = deadline - time.monotonic()
         if remaining > 0 and parent.poll(remaining):
             try:
-                status, text = parent.recv()
-                return status == "ok", text
+                return parent.recv()
             except (EOFError, OSError):
-                return False, "tool process died"
-        return False, f"time limit exceeded ({time_limit_s:g} s)"
+                return "err", "tool process died"
+        return "timeout", f"time limit exceeded ({time_limit_s:g} s)"
     finally:
         if proc.is_alive():
             proc.kill()
@@ -184,21 +200,27 @@ def run_with_timeout(
 def run_tool(tool: Tool, arguments: Mapping[str, Any], context: Mapping[str, Any] | None = None) -> ToolResult:
     """Check arguments, call the tool (in a killed-at-limit child process when untrusted), cap the output.
 
-    Every failure (bad arguments, ToolError, any exception, time-out) is an error result.
+    Every failure of the call itself (bad arguments, ToolError, any exception) is an error result.
+    Running past `tool.time_limit_s` raises `ToolTimeout` instead: a load-dependent outcome must not
+    become an observation (a retry or a replay could see something else).
     """
     ctx = MappingProxyType(dict(context or {}))
     start = time.monotonic()
     try:
         args = check_arguments(tool, arguments)
         if tool.untrusted:
-            ok, text = run_with_timeout(tool.fn, (args, dict(ctx)), tool.time_limit_s)
-            if not ok:
+            status, text = _run_child(tool.fn, (args, dict(ctx)), tool.time_limit_s, 1 << 30)
+            if status == "timeout":
+                raise ToolTimeout(f"tool {tool.name}: {text}")
+            if status != "ok":
                 raise ToolError(text)
         else:
             text = str(tool.fn(args, ctx))
             if time.monotonic() - start > tool.time_limit_s:
-                raise ToolError(f"time limit exceeded ({tool.time_limit_s:g} s)")
+                raise ToolTimeout(f"tool {tool.name}: time limit exceeded ({tool.time_limit_s:g} s)")
         return ToolResult(fit(text, tool.max_output_chars), False, time.monotonic() - start)
+    except ToolTimeout:
+        raise
     except (ToolError, CalcError) as exc:
         msg = f"error: {exc}"
     except Exception as exc:  # noqa: BLE001 - a tool's bug is the agent's observation, logged for us

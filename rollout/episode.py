@@ -4,7 +4,9 @@ Each env is reset with its spec's `env_seed`; the agent's turns are generated to
 worker's `TurnGenerator` (rollout/backends/base.py: one fixed micro-batch at a time); each
 turn's text goes to its env, and the observation is appended to that row. An episode ends when its env terminates
 or truncates, when it runs out of token budget, or when its env raises (then it is truncated
-with the error recorded: one broken env never kills the micro-batch).
+with the error recorded: one broken env never kills the micro-batch). A `ToolTimeout` is the
+exception: it is a fault of the machine, not of the episode, so it leaves the micro-batch (the
+pool retries it) instead of becoming an observation or an errored episode.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from steprl.envs.tools import ToolTimeout
 from steprl.rollout.backends.base import TurnGenerator
 from steprl.rollout.config import SamplingConfig
 from steprl.rollout.sampler import SamplingParams
@@ -129,6 +132,8 @@ def _step(env: Any, r: _Row, text: str) -> str:
     """Hand one turn's text to the env; updates the row; returns the observation."""
     try:
         obs, reward, terminated, truncated, info = env.step(text)
+    except ToolTimeout:
+        raise  # a fault: the pool retries the whole micro-batch (see the module docstring)
     except Exception as e:
         log.warning("env step raised in episode %d: %r", r.spec.index, e)
         r.live, r.truncated, r.error = False, True, f"step raised {type(e).__name__}: {e}"

@@ -66,10 +66,18 @@ def select_micro_batches(
 
 
 def replay(
-    worker: Any, specs: Sequence[EpisodeSpec], version: int, micro_batch: int, episode: int | None = None
+    worker: Any, specs: Sequence[EpisodeSpec], version: int, micro_batch: int, episode: int | None = None,
+    max_retries: int = 0,
 ) -> list[Trajectory]:
-    """Re-play the step's micro-batches (or the one holding `episode`) on an inline worker."""
-    return [t for mb in select_micro_batches(specs, micro_batch, episode) for t in worker.play(mb, version)]
+    """Re-play the step's micro-batches (or the one holding `episode`) on an inline worker.
+
+    Retried like the run's pool (`max_retries` = rollout.max_retries), so a tool timeout is a retry
+    here too, and a micro-batch that timed out on every attempt replays as the same errored episodes.
+    """
+    from steprl.rollout.workers import play_retrying
+
+    mbs = select_micro_batches(specs, micro_batch, episode)
+    return [t for k in range(len(mbs)) for t in play_retrying(worker, mbs, k, version, max_retries)]
 
 
 def transcript(t: Trajectory, decode: Any, color: bool = False) -> str:

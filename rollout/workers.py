@@ -5,6 +5,9 @@
 with `ray.wait`, and sorts results by episode index. A worker that dies is replaced, its
 weights re-sent, and its micro-batch played again: micro-batches are pure, so the step's data
 is identical to an undisturbed run. A duplicate result is checked against the first (digest).
+Inline and Ray retry a failed micro-batch the same way, up to `rollout.max_retries`; a micro-batch
+that keeps hitting tool time limits (rollout/faults.py) ends as errored episodes, any other
+persistent failure as `RolloutError`.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import torch
 from steprl.rollout.backends import make_generator
 from steprl.rollout.config import RolloutConfig, SamplingConfig
 from steprl.rollout.episode import play_micro_batch
+from steprl.rollout.faults import is_tool_timeout, timed_out_episodes
 from steprl.rollout.plan import spec_micro_batches
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
@@ -173,7 +177,7 @@ class RolloutPool:
             raise RolloutError("no weights were sent to the pool (call set_weights first)")
         mbs = spec_micro_batches(specs, micro_batch or self.cfg.micro_batch)
         if self._ray is None:
-            out = [t for mb in mbs for t in self.workers[0].play(mb, self.version, greedy)]
+            out = [t for k in range(len(mbs)) for t in self._play_inline(mbs, k, greedy)]
         else:
             out = self._play_ray(mbs, greedy)
         return sorted(out, key=lambda t: t.spec.index)
@@ -199,6 +203,10 @@ class RolloutPool:
             self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="steprl-rollout")
         self._pending = self._thread.submit(self.play, list(specs), micro_batch)
         return self._pending
+
+    def _play_inline(self, mbs: list[list[EpisodeSpec]], k: int, greedy: bool) -> list[Trajectory]:
+        """Micro-batch k on the in-process worker, retried like the Ray path (same limit, same outcomes)."""
+        return play_retrying(self.workers[0], mbs, k, self.version, self.cfg.max_retries, greedy)
 
     def _play_ray(self, mbs: list[list[EpisodeSpec]], greedy: bool) -> list[Trajectory]:
         """Dispatch micro-batches to idle actors, replace dead ones, retry up to max_retries."""
@@ -242,9 +250,11 @@ class RolloutPool:
                 idle.append(w)
                 continue
             except ray.exceptions.RayTaskError as e:
-                self._retry(k, mbs, attempts, e)
-                queue.append(k)
                 idle.append(w)
+                if self._retry(k, mbs, attempts, e):
+                    results[k] = timed_out_episodes(mbs[k], self.version, attempts[k])
+                else:
+                    queue.append(k)
                 continue
             idle.append(w)
             if k in results:
@@ -261,17 +271,9 @@ class RolloutPool:
         self.workers[w] = self._new_actor()
         self.restarts += 1
 
-    def _retry(self, k: int, mbs: list[list[EpisodeSpec]], attempts: list[int], err: Exception) -> None:
-        """Count a failed attempt; raise RolloutError once micro-batch k is out of retries."""
-        attempts[k] += 1
-        idx = (mbs[k][0].index, mbs[k][-1].index)
-        why = describe_failure(err)
-        log.warning("micro-batch %d (episodes %d-%d) failed (attempt %d): %s", k, *idx, attempts[k], why[:200])
-        if attempts[k] > self.cfg.max_retries:
-            raise RolloutError(
-                f"micro-batch {k} (episodes {idx[0]}-{idx[1]} of step {mbs[k][0].step}) failed {attempts[k]} times "
-                f"(rollout.max_retries={self.cfg.max_retries}); last error: {why[:300]}"
-            ) from None
+    def _retry(self, k: int, mbs: list[list[EpisodeSpec]], attempts: list[int], err: BaseException) -> bool:
+        """Count a failed attempt of micro-batch k; see `count_failure`."""
+        return count_failure(k, mbs, attempts, err, self.cfg.max_retries)
 
     def pids(self) -> list[int]:
         """Worker process ids (inline: this process)."""
@@ -296,6 +298,46 @@ class RolloutPool:
             for w in self.workers:
                 self._ray.kill(w)
             self.workers = []
+
+
+def count_failure(k: int, mbs: list[list[EpisodeSpec]], attempts: list[int], err: BaseException,
+                  max_retries: int) -> bool:
+    """Count a failed attempt of micro-batch k; False: play it again.
+
+    Out of retries: True when the failure is a tool timeout (its episodes become errored, the step
+    goes on), otherwise RolloutError naming the micro-batch and the cause.
+    """
+    attempts[k] += 1
+    idx = (mbs[k][0].index, mbs[k][-1].index)
+    why = describe_failure(err)
+    log.warning("micro-batch %d (episodes %d-%d) failed (attempt %d): %s", k, *idx, attempts[k], why[:200])
+    if attempts[k] <= max_retries:
+        return False
+    if is_tool_timeout(err):
+        log.warning("micro-batch %d (episodes %d-%d): tool time limit hit on all %d attempts; its episodes are "
+                    "recorded as errored and masked out of training", k, *idx, attempts[k])
+        return True
+    raise RolloutError(
+        f"micro-batch {k} (episodes {idx[0]}-{idx[1]} of step {mbs[k][0].step}) failed {attempts[k]} times "
+        f"(rollout.max_retries={max_retries}); last error: {why[:300]}"
+    ) from None
+
+
+def play_retrying(worker: RolloutWorker, mbs: list[list[EpisodeSpec]], k: int, version: int, max_retries: int,
+                  greedy: bool = False) -> list[Trajectory]:
+    """Play micro-batch k on an in-process worker, retried on failure like the Ray pool (`count_failure`).
+
+    RolloutError (a wrong version, mixed env ids) and BaseExceptions (Ctrl-C) are not retried.
+    """
+    attempts = [0] * len(mbs)
+    while True:
+        try:
+            return worker.play(mbs[k], version, greedy)
+        except RolloutError:
+            raise
+        except Exception as e:  # noqa: BLE001  (counted, retried, then reported by count_failure)
+            if count_failure(k, mbs, attempts, e, max_retries):
+                return timed_out_episodes(mbs[k], version, attempts[k])
 
 
 def describe_failure(err: BaseException) -> str:

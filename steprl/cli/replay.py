@@ -1,8 +1,10 @@
 """`steprl replay RUN_DIR --step N [--episode I] [--show]`: re-play a recorded step and prove it identical.
 
-The weights step N was played with are rebuilt exactly: the newest verified checkpoint at or
-before that policy version is loaded and the learner re-applies the recorded steps after it
-(updates are deterministic), so replay works for every step, not only checkpointed ones.
+The weights step N was played with are rebuilt exactly: a verified checkpoint at or before that
+policy version is loaded and the learner re-applies the recorded steps after it (updates are
+deterministic), so replay works for every step, not only checkpointed ones. The rebuild starts one
+checkpoint early and checks the weights at the checkpoint it passes (steprl/run/rebuild.py): weights
+that diverged are reported apart from trajectories that differ and from a tampered record.
 """
 
 from __future__ import annotations
@@ -14,22 +16,40 @@ from pathlib import Path
 from steprl.console import emit, warn
 from steprl.errors import SteprlError
 
+DESCRIPTION = """Re-play a recorded step with the weights it was played with and compare it with the record.
+
+The weights are rebuilt from the checkpoint before the newest one at or before the step's policy
+version, plus the recorded updates; at that newest checkpoint the rebuilt model and learner state
+are compared (sha256) with the checkpoint's files.
+
+exit status:
+  0  every trajectory identical (and the weights verified, when a checkpoint was passed)
+  1  trajectories differ (each episode named with its first differing token)
+  2  a user-facing error: a missing, damaged or tampered record (e.g. digest mismatch), no checkpoint
+  3  weights diverged at a checkpoint: this machine's arithmetic differs from the run's
+     (the trajectories are still compared and reported)
+"""
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `replay` subcommand."""
     p = sub.add_parser("replay", help="re-play a recorded step and compare it with the record",
-                       description="Exit 0 when every trajectory is identical, 1 when one differs (each named).")
+                       description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
     p.add_argument("--step", type=int, required=True, help="RL step to replay")
     p.add_argument("--episode", type=int, default=None, help="replay only the micro-batch holding this episode")
     p.add_argument("--show", action="store_true", help="print the episode(s) as readable transcripts")
+    p.add_argument("--no-weight-check", dest="check_weights", action="store_false",
+                   help="start from the newest checkpoint at or before the version (fewer updates to re-apply), "
+                        "without checking the rebuilt weights against a checkpoint")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    """Rebuild the weights, replay, compare, report."""
+    """Rebuild the weights (checking them at a checkpoint), replay, compare, report; see DESCRIPTION for exits."""
     from steprl.rollout.plan import plan_step
     from steprl.rollout.replay import compare, replay, transcript
+    from steprl.run.rebuild import rebuild_policy
     from steprl.run.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
@@ -43,7 +63,9 @@ def run(args: argparse.Namespace) -> int:
         if not recorded:
             raise SteprlError(f"episode {args.episode} is not in step {args.step}")
     version = recorded[0].policy_version
-    policy, _ = rebuild_policy(run_dir, cfg, version)
+    rebuilt = rebuild_policy(run_dir, cfg, version, read_record, args.check_weights)
+    policy = rebuilt.policy
+    diverged = report_weights(rebuilt, args.check_weights)
     from steprl.rollout.workers import RolloutWorker
     from steprl.run.pools import worker_spec
 
@@ -51,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
     worker.set_weights(version, policy.model.state_dict())
     specs = plan_step(cfg, args.step)
     try:
-        replayed = replay(worker, specs, version, cfg.rollout.micro_batch, args.episode)
+        replayed = replay(worker, specs, version, cfg.rollout.micro_batch, args.episode, cfg.rollout.max_retries)
     except ValueError as e:
         raise SteprlError(str(e)) from None
     bad = compare(recorded, replayed)
@@ -63,40 +85,27 @@ def run(args: argparse.Namespace) -> int:
     n = len(recorded)
     if not bad:
         emit(f"{n}/{n} trajectories identical (step {args.step}, policy version {version})")
-        return 0
+        return 3 if diverged else 0
     for m in bad:
         emit(f"episode {m.index}: {m.detail}")
     emit(f"{n - len(bad)}/{n} trajectories identical; {len(bad)} differ")
-    return 1
+    return 3 if diverged else 1
 
 
-def rebuild_policy(run_dir: Path, cfg, version: int):
-    """The policy at `version`: the newest verified checkpoint <= version, plus the recorded updates after it."""
-    from steprl.agents.policy import load_policy
-    from steprl.run.checkpoint import CheckpointError, list_checkpoints, verify
-    from steprl.run.torch_setup import setup_torch
-    from steprl.run.trainers import rl_learner
-
-    setup_torch(cfg.run.threads)
-    ckpt = None
-    for step, path in reversed(list_checkpoints(run_dir / "checkpoints")):
-        if step <= version:
-            try:
-                ckpt = verify(path)
-                break
-            except CheckpointError:
-                continue
-    if ckpt is None:
-        raise SteprlError(f"{run_dir}: no verified checkpoint at or before policy version {version}")
-    policy = load_policy(ckpt.model_dir)
-    if ckpt.step == version:
-        return policy, ckpt
-    learner = rl_learner(cfg, policy, run_dir / "checkpoints")
-    if ckpt.state.get("stage") == "rl":
-        learner.load_state_dict(ckpt.learner_state())
-    for s in range(ckpt.step, version):
-        learner.update(read_record(run_dir, s))
-    return policy, ckpt
+def report_weights(rebuilt, checked: bool) -> bool:
+    """Say how the rebuilt weights were checked; True when they diverged from the checkpoint passed."""
+    c, start = rebuilt.check, rebuilt.start
+    if c is None:
+        why = "--no-weight-check" if not checked else f"no verified checkpoint before {start.path.name} to start from"
+        emit(f"weights not checked ({why}); rebuilt from checkpoint {start.path.name}")
+        return False
+    if c.ok:
+        emit(f"weights verified at step {c.step} against checkpoint {c.checkpoint} (rebuilt from {start.path.name}; "
+             f"{c.files} files, sha256 identical)")
+        return False
+    emit(f"weights diverged at step {c.step} (checkpoint {c.checkpoint}: rebuilt sha256 {c.rebuilt[:16]}, "
+         f"recorded {c.recorded[:16]} in {c.file}); this machine's arithmetic differs from the run's")
+    return True
 
 
 def read_record(run_dir: Path, step: int):

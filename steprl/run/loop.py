@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from tqdm import tqdm
 
 from steprl.errors import Interrupted
+from steprl.rollout.faults import fault_fields
 from steprl.rollout.store import steps_digest, write_step
 from steprl.rollout.trajectory import Trajectory
 from steprl.run.memory import release_free_memory
@@ -79,6 +80,7 @@ def run_steps(loop: Loop, steps: Steps, stop_requested: Any) -> dict[str, Any]:
         gen = sum(t.num_action_tokens for t in trajs)
         stats.update(step_time_s=step_time, play_time_s=t_play, tokens_per_s=gen / step_time, generated_tokens=gen,
                      step_digest=steps_digest(trajs), policy_version=trajs[0].policy_version if trajs else step)
+        stats.update(fault_fields(trajs))
         stats.update(steps.step_fields(step, trajs))
         loop.metrics.log(step, loop.stage, stats)
         bar.set_postfix(**steps.postfix(stats), s=f"{step_time:.1f}")

@@ -6,7 +6,16 @@ import time
 
 import pytest
 
-from steprl.envs.tools import Tool, ToolError, check_arguments, get_tool, run_tool, run_with_timeout, tool_names
+from steprl.envs.tools import (
+    Tool,
+    ToolError,
+    ToolTimeout,
+    check_arguments,
+    get_tool,
+    run_tool,
+    run_with_timeout,
+    tool_names,
+)
 
 
 def test_registry_holds_builtin_tools() -> None:
@@ -82,15 +91,24 @@ def _hang(args: object, ctx: object) -> str:
         pass
 
 
-def test_untrusted_tool_is_killed_and_is_an_observation() -> None:
+def test_untrusted_tool_is_killed_and_its_timeout_is_a_fault_not_an_observation() -> None:
     sleeper = Tool("hang", "loops forever", {"properties": {}}, _hang, time_limit_s=0.5, untrusted=True)
     t0 = time.monotonic()
-    res = run_tool(sleeper, {})
-    assert res.error and res.text == "error: time limit exceeded (0.5 s)"
+    with pytest.raises(ToolTimeout, match=r"tool hang: time limit exceeded \(0.5 s\)") as err:
+        run_tool(sleeper, {})
+    assert not isinstance(err.value, ToolError)
     assert time.monotonic() - t0 < 1.0
     wrong = Tool("sleeper", "bad signature", {"properties": {}}, time.sleep, time_limit_s=2.0, untrusted=True)
     res = run_tool(wrong, {})
     assert res.error and "TypeError" in res.text
+
+
+def test_trusted_tool_past_its_limit_raises_tool_timeout() -> None:
+    slow = Tool("slow", "returns late", {"properties": {}}, lambda a, c: time.sleep(0.2) or "late", time_limit_s=0.05)
+    with pytest.raises(ToolTimeout, match="tool slow: time limit exceeded"):
+        run_tool(slow, {})
+    fast = Tool("fast", "returns at once", {"properties": {}}, lambda a, c: "ok", time_limit_s=0.05)
+    assert run_tool(fast, {}).text == "ok"
 
 
 def test_run_with_timeout_returns_result_and_errors() -> None:

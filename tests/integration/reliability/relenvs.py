@@ -11,6 +11,7 @@ from typing import Any
 import gymnasium as gym
 
 from steprl.envs.calculator import CalculatorEnv
+from steprl.envs.tools import Tool, run_tool
 
 
 class WorkerCrash(BaseException):
@@ -89,8 +90,45 @@ class SlowCalc(CalculatorEnv):
         return super().step(action)
 
 
+def _late_tool(late: bool) -> Tool:
+    """A tool whose body takes 0.2 s (`late`) or no time, under a 0.05 s wall-clock limit."""
+    def body(args: Any, ctx: Any) -> str:
+        if late:
+            time.sleep(0.2)
+        return "checked"
+
+    return Tool("checker", "checks the turn", {"type": "object", "properties": {}}, body, time_limit_s=0.05)
+
+
+class ToolTimeoutCalc(CalculatorEnv):
+    """Runs a timed checker tool in every step() (result discarded): a wall-clock limit the model never sees.
+
+    `marker` set: the checker is late the first time any instance steps (creating the marker), then in
+    time. `late_seeds`: late in every step of episodes with these env seeds. With the marker already there
+    and no late seeds it is the same env, always fast: the control run.
+    """
+
+    def __init__(self, marker: str = "", late_seeds: Any = (), **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.marker, self.late_seeds = Path(marker) if marker else None, {int(s) for s in late_seeds}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Remember the seed."""
+        self._seed_used = seed
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action: Any):
+        """Run the checker (raising ToolTimeout when it is late), then step normally."""
+        late = self._seed_used in self.late_seeds
+        if self.marker is not None and not self.marker.exists():
+            self.marker.write_text("ToolTimeoutCalc was late once\n")
+            late = True
+        run_tool(_late_tool(late), {}, {})
+        return super().step(action)
+
+
 for _name, _cls in (("FlakyCalc", FlakyCalc), ("BrokenCalc", BrokenCalc), ("StepRaisesCalc", StepRaisesCalc),
-                    ("SlowCalc", SlowCalc), ("HangOnceCalc", HangOnceCalc)):
+                    ("SlowCalc", SlowCalc), ("HangOnceCalc", HangOnceCalc), ("ToolTimeoutCalc", ToolTimeoutCalc)):
     if f"reliability/{_name}-v0" not in gym.registry:
         gym.register(f"reliability/{_name}-v0", entry_point=_cls)
 
