@@ -24,16 +24,31 @@ def in_charset(s: str) -> bool:
     return all(c in CHARSET for c in s)
 
 
+DATA_ENVS = ["steprl/QA-v0", "steprl/ReasoningGym-v0"]
+
+
 def test_registered_ids_and_idempotent_registration() -> None:
-    assert steprl_env_ids() == sorted(TASKS + ["steprl/Discrete-v0"])
+    assert steprl_env_ids() == sorted(TASKS + DATA_ENVS + ["steprl/Discrete-v0"])
     steprl.envs.register_all()
-    assert steprl_env_ids() == sorted(TASKS + ["steprl/Discrete-v0"])
+    assert steprl_env_ids() == sorted(TASKS + DATA_ENVS + ["steprl/Discrete-v0"])
+
+
+def _kwargs(env_id: str, tmp_path) -> dict:
+    """What each data env needs to be built: a small question/answer file, a small reasoning-gym dataset."""
+    if env_id == "steprl/QA-v0":
+        path = tmp_path / "qa.jsonl"
+        path.write_text("".join(json.dumps({"question": f"What is {i}+{i}?", "answer": str(2 * i)}) + "\n"
+                                for i in range(20)))
+        return {"path": str(path), "scorer": "numeric", "tools": ["calc"]}
+    if env_id == "steprl/ReasoningGym-v0":
+        return {"dataset": "basic_arithmetic", "size": 20}
+    return {}
 
 
 @pytest.mark.parametrize("env_id", sorted(steprl.envs.ENVS))
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_check_env_every_registered_env(env_id: str, fmt: str) -> None:
-    env = gym.make(env_id, format=fmt)
+def test_check_env_every_registered_env(env_id: str, fmt: str, tmp_path) -> None:
+    env = gym.make(env_id, format=fmt, **_kwargs(env_id, tmp_path))
     check_env(env if env_id == "steprl/Discrete-v0" else env.unwrapped)
 
 
