@@ -93,6 +93,10 @@ def chaos(root: Path, kills: int, seed: int) -> dict:
     run, log = root / "chaos", root / "chaos.log"
     proc = start(["train", "smoke", f"run.root={root}", "run.name=chaos", *OVERRIDES], log)
     landed = {"driver": 0, "worker": 0, "missed": 0}
+    # kills count from the first checkpoint: on a loaded machine start-up alone can outlast the first delay,
+    # and a driver killed before its run directory exists leaves nothing to resume
+    while not (run / "checkpoints" / "latest").exists() and proc.poll() is None:
+        time.sleep(0.2)
     for i in range(kills):
         t_end = time.time() + delay(seed, i)
         while time.time() < t_end and proc.poll() is None:
