@@ -219,7 +219,7 @@ def test_cli_bad_paths_and_ids(capsys, tmp_path, checkpoint):
         (["replay", str(tmp_path / "nope"), "--step", "0"], "not a steprl run directory"),
         (["eval", str(tmp_path / "missing"), "--env", ENV], "no such checkpoint"),
         (["eval", str(tmp_path / "notackpt"), "--env", ENV], "not a checkpoint"),
-        (["eval", str(checkpoint), "--env", "steprl/NoSuchEnv-v0"], "'steprl/NoSuchEnv-v0' is not a registered env"),
+        (["eval", str(checkpoint), "--env", "steprl/NoSuchEnv-v0"], "unknown env 'steprl/NoSuchEnv-v0'"),
         (["eval", str(checkpoint), "--env", ENV, "--episodes", "0"], "--episodes must be a positive integer"),
         (["envs", "steprl/NoSuchEnv-v0", "--demo", "1"], "NoSuchEnv"),
     ]
