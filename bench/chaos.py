@@ -109,7 +109,10 @@ def chaos(root: Path, kills: int, seed: int) -> dict:
             landed["driver"] += 1
             proc = start(["resume", str(run)], log)
         else:
-            workers = [p for p in descendants(proc.pid) if "RolloutWorker" in cmdline(p)]
+            workers, deadline = [], time.time() + 60  # after a driver kill the new driver's actors take a while
+            while not workers and time.time() < deadline and proc.poll() is None:
+                workers = [p for p in descendants(proc.pid) if "RolloutWorker" in cmdline(p)]
+                time.sleep(0.2)
             if workers:
                 os.kill(workers[0], signal.SIGKILL)
                 landed["worker"] += 1
