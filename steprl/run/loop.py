@@ -85,10 +85,9 @@ def run_steps(loop: Loop, steps: Steps, stop_requested: Any) -> dict[str, Any]:
         loop.metrics.log(step, loop.stage, stats)
         bar.set_postfix(**steps.postfix(stats), s=f"{step_time:.1f}")
         nxt = step + 1
-        stopping = bool(stop_requested())
-        if nxt % loop.checkpoint_every == 0 or nxt == loop.total or stopping:
+        if nxt % loop.checkpoint_every == 0 or nxt == loop.total or stop_requested():
             steps.save(nxt)
-        if stopping and nxt < loop.total:
+        if stop_requested() and nxt < loop.total:  # asked again: a Ctrl-C during the save stops after it
             raise Interrupted(f"stopped after {loop.stage} step {nxt} of {loop.total}; {loop.stop_hint}")
     bar.close()
     return stats

@@ -97,3 +97,21 @@ def test_resumed_loop_starts_at_its_step(tmp_path):
     run_steps(_loop(tmp_path, metrics, start=3), steps, steps.stop)
     metrics.close()
     assert [c[1] for c in steps.calls if c[0] == "play"] == [3, 4]
+
+
+def test_a_stop_requested_during_a_checkpoint_stops_right_after_it(tmp_path):
+    class StopWhileSaving(FakeSteps):
+        requested = False
+
+        def save(self, next_step):
+            super().save(next_step)
+            self.requested = True  # Ctrl-C lands while this checkpoint is written
+
+        def stop(self) -> bool:
+            return self.requested
+
+    steps, metrics = StopWhileSaving(), MetricsLogger(tmp_path, tensorboard=False)
+    with pytest.raises(Interrupted, match=r"after rl step 2 of 5"):
+        run_steps(_loop(tmp_path, metrics, every=2), steps, steps.stop)
+    metrics.close()
+    assert [c for c in steps.calls if c[0] == "save"] == [("save", 2)]
