@@ -339,6 +339,17 @@ def load_config(source: str | Path = "quickstart", overrides: list[str] | tuple[
 
     Raises ConfigError (one line naming the key) for unknown keys, wrong types and impossible values.
     """
+    obj = compose_config(source, overrides)
+    validate(obj)
+    return obj
+
+
+def compose_config(source: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The typed Config of a preset or YAML path with its overrides, before the value checks.
+
+    Light: it never imports torch (the registry checks of `validate` do), so the CLI can read `run.kernels`
+    before torch initialises its kernels. Unknown keys and wrong types still raise ConfigError.
+    """
     data, where = _read_yaml(source)
     layers = [(data, where, True)]
     if "base" in data:  # `base: PRESET`: the file is a layer over that preset (see steprl/compose.py)
@@ -352,7 +363,6 @@ def load_config(source: str | Path = "quickstart", overrides: list[str] | tuple[
     obj: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     if any(gives(d, "env.id") for d, _, _ in layers[1:]):
         obj.env.kwargs = fit_env_kwargs(obj.env.id, obj.env.kwargs, layers[1:])
-    validate(obj)
     return obj
 
 

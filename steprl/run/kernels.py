@@ -130,9 +130,9 @@ def mode_from_argv(argv: list[str]) -> tuple[str, int] | None:
     cmd, target, rest = args[0], args[1], args[2:]
     try:
         if cmd in ("train", "distill"):
-            from steprl.config import load_config
+            from steprl.config import compose_config
 
-            cfg = load_config(target, [r for r in rest if "=" in r and not r.startswith("-")])
+            cfg = compose_config(target, [r for r in rest if "=" in r and not r.startswith("-")])
             return cfg.run.kernels, cfg.run.threads
         if cmd in ("resume", "replay"):
             import yaml
