@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-OVERRIDES = ["rollout.executor=ray", "rollout.workers=2", "ray.num_cpus=2", "rl.steps=40", "rl.checkpoint_every=2",
+OVERRIDES = ["rollout.executor=ray", "rollout.workers=2", "ray.num_cpus=2", "rl.steps=120", "rl.checkpoint_every=2",
              "warmup.steps=2",  # driver kills should land in RL steps, not keep restarting the warm-up
              "stages=[warmup,rl]",
              "learner.entropy_coef=0.05"]  # the smoke preset's rewards are all zero after 2 warm-up steps: without an
