@@ -1,7 +1,7 @@
 """The learner process killed (SIGKILL) mid-step and mid-checkpoint-write, or interrupted (SIGINT) mid-write:
 `steprl resume` continues from the newest complete checkpoint and ends bitwise equal to an undisturbed run.
 
-(SIGINT mid-step is tests/pipeline/test_interrupt.py.)
+(SIGINT mid-step is tests/integration/pipeline/test_interrupt.py.)
 """
 
 from __future__ import annotations
