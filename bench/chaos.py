@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-OVERRIDES = ["rollout.executor=ray", "rollout.workers=2", "ray.num_cpus=2", "rl.steps=120", "rl.checkpoint_every=2",
+OVERRIDES = ["rollout.executor=ray", "rollout.workers=2", "ray.num_cpus=2", "rl.steps=400", "rl.checkpoint_every=2",
              "warmup.steps=2",  # driver kills should land in RL steps, not keep restarting the warm-up
              "stages=[warmup,rl]",
              "learner.entropy_coef=0.05"]  # the smoke preset's rewards are all zero after 2 warm-up steps: without an
@@ -28,7 +28,7 @@ OVERRIDES = ["rollout.executor=ray", "rollout.workers=2", "ray.num_cpus=2", "rl.
 TIMING = ("step_time_s", "play_time_s", "tokens_per_s", "wall_s")
 
 
-def delay(seed: int, i: int, lo: float = 3.0, hi: float = 12.0) -> float:
+def delay(seed: int, i: int, lo: float = 2.0, hi: float = 6.0) -> float:
     """Seconds before kill i: a blake2b draw of (seed, i), uniform in [lo, hi)."""
     h = int.from_bytes(hashlib.blake2b(f"chaos:{seed}:{i}".encode(), digest_size=8).digest(), "big")
     return lo + (hi - lo) * h / 2**64
