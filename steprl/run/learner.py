@@ -17,7 +17,7 @@ from steprl.agents.policy import Policy
 from steprl.config import Config
 from steprl.learners.trainer import Trainer
 from steprl.rollout.trajectory import Trajectory
-from steprl.run.ranks import nan_hook, rank_threads, torch_threads
+from steprl.run.ranks import HoldsTrainer, rank_threads, torch_threads
 from steprl.run.trainers import reference_model, rl_learner, sampling_filter
 
 
@@ -45,7 +45,7 @@ class Learner(Protocol):
         """Release processes (no-op in the driver)."""
 
 
-class LocalLearner:
+class LocalLearner(HoldsTrainer):
     """World size 1: the trainer in this process, computed at the per-rank thread count."""
 
     world_size = 1
@@ -58,24 +58,9 @@ class LocalLearner:
         with torch_threads(self.threads):
             return self.trainer.update(trajs)
 
-    def weights(self) -> dict[str, torch.Tensor]:
-        """The trainer's weights."""
-        return self.trainer.weights()
-
-    def state_dict(self) -> dict:
-        """The trainer's state."""
-        return self.trainer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore the trainer's state."""
-        self.trainer.load_state_dict(state)
-
-    def plant_nan(self, step: int, micro_batch: int) -> None:
-        """See `Learner.plant_nan`."""
-        self.trainer.guard.reducer.leaf_hook = nan_hook(self.trainer, step, micro_batch)
-
     def close(self) -> None:
         """Nothing to release."""
+
 
 
 def make_learner(cfg: Config, policy: Policy, ckpt_dir: Path) -> Learner:

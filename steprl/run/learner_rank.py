@@ -21,7 +21,7 @@ import torch
 from steprl.config import Config
 from steprl.learners.reduce import TorchDistCommunicator
 from steprl.rollout.trajectory import LogitFilter, Trajectory
-from steprl.run.ranks import nan_hook
+from steprl.run.ranks import HoldsTrainer
 from steprl.run.torch_setup import setup_torch
 from steprl.run.trainers import build_rl_trainer
 
@@ -56,7 +56,7 @@ def _model(config: Any, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
     return model
 
 
-class LearnerRank:
+class LearnerRank(HoldsTrainer):
     """The actor class (wrapped with ray.remote by `LearnerGroup`)."""
 
     def __init__(self, spec: RankSpec) -> None:
@@ -89,22 +89,6 @@ class LearnerRank:
     def update(self, trajs: list[Trajectory]) -> dict[str, float]:
         """This rank's part of one update (collective: every rank must be called)."""
         return self.trainer.update(trajs)
-
-    def weights(self) -> dict[str, torch.Tensor]:
-        """Detached CPU copies of the weights."""
-        return self.trainer.weights()
-
-    def state_dict(self) -> dict:
-        """The full trainer state (every rank holds a full replica; rank 0's is the one saved)."""
-        return self.trainer.state_dict()
-
-    def load_state_dict(self, state: dict) -> None:
-        """Restore a trainer state written at any world size."""
-        self.trainer.load_state_dict(state)
-
-    def plant_nan(self, step: int, micro_batch: int) -> None:
-        """Test hook: poison one micro-batch's gradient (only the rank that computes it sees the hook fire)."""
-        self.trainer.guard.reducer.leaf_hook = nan_hook(self.trainer, step, micro_batch)
 
     def threads(self) -> int:
         """torch threads of this rank (tests check the per-rank setting)."""
