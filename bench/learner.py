@@ -75,8 +75,8 @@ def time_world_size(cfg, policy, trajs, ws: int, args, repeats: int) -> dict:
     return {"world_size": ws, "rank_threads": args.rank_threads, "seconds": best, "proc_tok_s": real / best}
 
 
-def main() -> None:
-    """Run the grid and print the table."""
+def parse_args() -> argparse.Namespace:
+    """The command line (see the module docstring)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", type=str, default="quickstart,10m")
     ap.add_argument("--turns", type=str, default="single,multi")
@@ -87,7 +87,12 @@ def main() -> None:
     ap.add_argument("--world-sizes", type=str, default="", help="e.g. 1,2: time the learner at these world sizes")
     ap.add_argument("--rank-threads", type=int, default=1, help="threads of every rank with --world-sizes")
     ap.add_argument("--no-probe", action="store_true", help="skip the matmul probe (whole-command timing)")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def main() -> None:
+    """Run the grid and print the table."""
+    args = parse_args()
     repeats = 1 if args.quick else args.repeats
     torch.set_num_threads(args.threads)
     probe = dict(sizes=(512, 1024), repeats=2) if args.quick else {}

@@ -66,6 +66,31 @@ def run_hf(policy, prompts, new: int) -> float:
     return dt
 
 
+def build(model: str, dtype: str):
+    """(policy, fused sampler forward, transformers' sampler forward) at `dtype` for the named model size."""
+    mcfg = load_config("quickstart").model
+    if model == "10m":
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _common import ten_m_model
+
+        mcfg = ten_m_model()
+    policy = build_policy(mcfg, TokenizerConfig(), seed=0)
+    policy.model.eval()
+    low = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    slow = policy.model if low == torch.float32 else AutocastLM(policy.model, low)
+    return policy, FastCausalLM(policy.model, low), slow
+
+
+def only_ours(policy, fast, args) -> None:
+    """Time the fused sampler alone (best of --repeats) at every batch size and print tok/s."""
+    for B in [int(x) for x in args.batches.split(",")]:
+        prompts = prompts_for(policy.turn_format, B)
+        best = min(run_ours(policy, fast, prompts, args.new, params=SamplingParams()) for _ in range(args.repeats))
+        print(f"batch {B}: ours {B * args.new / best:.0f} tok/s ({args.dtype}, {args.model})", flush=True)
+
+
 def main() -> None:
     """Run the table."""
     ap = argparse.ArgumentParser()
@@ -78,24 +103,9 @@ def main() -> None:
     ap.add_argument("--only", choices=("all", "ours"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    mcfg = load_config("quickstart").model
-    if args.model == "10m":
-        import sys
-
-        sys.path.insert(0, str(Path(__file__).parent))
-        from _common import ten_m_model
-
-        mcfg = ten_m_model()
-    policy = build_policy(mcfg, TokenizerConfig(), seed=0)
-    policy.model.eval()
-    low = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
-    fast = FastCausalLM(policy.model, low)
-    slow = policy.model if low == torch.float32 else AutocastLM(policy.model, low)
+    policy, fast, slow = build(args.model, args.dtype)
     if args.only == "ours":
-        for B in [int(x) for x in args.batches.split(",")]:
-            prompts = prompts_for(policy.turn_format, B)
-            best = min(run_ours(policy, fast, prompts, args.new, params=SamplingParams()) for _ in range(args.repeats))
-            print(f"batch {B}: ours {B * args.new / best:.0f} tok/s ({args.dtype}, {args.model})", flush=True)
+        only_ours(policy, fast, args)
         return
     params = SamplingParams()
     rows = []

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DTYPES = ("float32", "bfloat16")
+"""Values of `learner.dtype` and `rollout.dtype` (learners/precision.py); here so `import config` needs no torch."""
+
 
 @dataclass
 class OptimizerGuardsConfig:
@@ -131,8 +134,6 @@ class LearnerConfig(OptimizerGuardsConfig):
             out.append(("world_size", f"expected a power of two (1, 2, 4, ...), got {self.world_size}"))
         if self.threads_per_rank < 0:
             out.append(("threads_per_rank", f"expected >= 0 (0: run.threads), got {self.threads_per_rank}"))
-        from .precision import DTYPES
-
         if self.dtype not in DTYPES:
             out.append(("dtype", f"expected one of {', '.join(DTYPES)}, got {self.dtype!r}"))
         if self.cpus_per_rank < 0:

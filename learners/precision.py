@@ -16,8 +16,7 @@ from typing import Any
 
 import torch
 
-DTYPES = ("float32", "bfloat16")
-"""Values of `learner.dtype` (and `rollout.dtype`)."""
+from .config import DTYPES
 
 
 def model_device(model: torch.nn.Module) -> torch.device:

@@ -46,9 +46,8 @@ class RunConfig:
     allow_large: bool = False
     """Accept sizes above the sane bounds of steprl/limits.py (e.g. rollout.group_size > 1024)."""
     device: str = "auto"
-    """Where the model, learner and inline rollout workers compute: auto (cuda when torch sees a GPU, else cpu),
-    cpu or cuda. auto is resolved when the run starts and config.yaml records the result, so resume and replay
-    follow it. Ray rollout workers use cuda only with rollout.num_gpus_per_worker > 0."""
+    """Where model, learner and inline rollout compute: auto (cuda if torch sees a GPU), cpu or cuda; resolved at
+    start and recorded, so resume and replay follow it. Ray rollout workers use cuda with num_gpus_per_worker > 0."""
     kernels: str = "native"
     """CPU kernel choice. native: torch/MKL/oneDNN pick the fastest code path for this CPU (results may
     differ bit-wise on another CPU). portable: pin the AVX2 paths (ATEN_CPU_CAPABILITY, MKL_CBWR,
