@@ -9,6 +9,11 @@ together from a precomputed cos/sin table, and the final norm and LM head only o
 Results equal transformers' forward to float32 rounding (~1e-6; tests compare them), and they are
 deterministic: every worker runs the same code on the same weights, so rollouts stay bit-identical
 across workers. Only the sampler uses it; the learner keeps transformers' forward (autograd).
+
+`rollout.dtype=bfloat16` is honoured here (not bypassed): the seven matmuls of each layer run on
+bfloat16 copies of the fused weights (made once per weight version) with bf16 inputs and float32
+outputs; embeddings, norms, rotary, attention, the KV cache, the residual stream, the final norm and
+the LM head stay float32, so the sampler's log-probs come from float32 logits.
 """
 
 from __future__ import annotations
@@ -55,13 +60,14 @@ def supports(model: Any) -> bool:
 class FastCausalLM:
     """Wraps a Llama/Qwen2 `*ForCausalLM` for the sampler; call `refresh()` after its weights change."""
 
-    def __init__(self, model: Any) -> None:
-        """Precompute the rotary table and fuse the current weights."""
+    def __init__(self, model: Any, dtype: torch.dtype = torch.float32) -> None:
+        """Precompute the rotary table and fuse the current weights; `dtype` is the layers' matmul precision."""
         if not supports(model):
             raise ValueError(
                 f"FastCausalLM supports Llama/Qwen2 with silu and default RoPE, not {type(model).__name__}"
             )
         self.model = model
+        self.dtype = dtype
         self.config = model.config
         text = model.config.get_text_config()
         self.heads, self.kv_heads = text.num_attention_heads, text.num_key_value_heads
@@ -75,7 +81,7 @@ class FastCausalLM:
 
     def _rope_table(self, length: int) -> None:
         """cos/sin of positions [0, length) as transformers computes them (position x inv_freq in float32)."""
-        freqs = torch.arange(length, dtype=torch.float32)[:, None] * self.inv_freq[None, :]
+        freqs = torch.arange(length, dtype=torch.float32, device=self.inv_freq.device)[:, None] * self.inv_freq[None, :]
         emb = torch.cat((freqs, freqs), dim=-1)
         self.cos, self.sin = emb.cos() * self.rope_scale, emb.sin() * self.rope_scale
 
@@ -96,15 +102,22 @@ class FastCausalLM:
             bias = None
             if a.q_proj.bias is not None:
                 bias = torch.cat([a.q_proj.bias, a.k_proj.bias, a.v_proj.bias]).contiguous()
+            low = self.dtype  # float32: .to() returns the tensor itself
             self.layers.append(_Layer(
                 ln1=layer.input_layernorm.weight,
-                qkv_w=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).contiguous(),
-                qkv_b=bias,
-                o_w=a.o_proj.weight,
+                qkv_w=torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]).contiguous().to(low),
+                qkv_b=None if bias is None else bias.to(low),
+                o_w=a.o_proj.weight.to(low),
                 ln2=layer.post_attention_layernorm.weight,
-                gate_up_w=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous(),
-                down_w=mlp.down_proj.weight,
+                gate_up_w=torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight]).contiguous().to(low),
+                down_w=mlp.down_proj.weight.to(low),
             ))
+
+    def _linear(self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None) -> torch.Tensor:
+        """F.linear in the layers' precision: float32 as is; bf16 inputs and weights, float32 output."""
+        if w.dtype == torch.float32:
+            return F.linear(x, w, b)
+        return F.linear(x.to(w.dtype), w, b).float()
 
     @torch.no_grad()
     def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, cache: Any,
@@ -125,7 +138,7 @@ class FastCausalLM:
         hidden = x.shape[-1]
         for i, ly in enumerate(self.layers):
             h = F.rms_norm(x, (hidden,), ly.ln1, self.eps)
-            qkv = F.linear(h, ly.qkv_w, ly.qkv_b).view(B, L, H + 2 * KV, D)
+            qkv = self._linear(h, ly.qkv_w, ly.qkv_b).view(B, L, H + 2 * KV, D)
             qk, v = qkv[:, :, : H + KV], qkv[:, :, H + KV :]
             half = D // 2
             rotated = torch.cat((-qk[..., half:], qk[..., :half]), dim=-1)
@@ -135,9 +148,9 @@ class FastCausalLM:
             k_all, v_all = cache.update(k, v.transpose(1, 2), i)
             attn = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=attention_mask, scale=D ** -0.5,
                                                   enable_gqa=H != KV)
-            x = x + F.linear(attn.transpose(1, 2).reshape(B, L, H * D), ly.o_w)
+            x = x + self._linear(attn.transpose(1, 2).reshape(B, L, H * D), ly.o_w)
             h = F.rms_norm(x, (hidden,), ly.ln2, self.eps)
-            gate, up = F.linear(h, ly.gate_up_w).chunk(2, dim=-1)
-            x = x + F.linear(F.silu(gate) * up, ly.down_w)
+            gate, up = self._linear(h, ly.gate_up_w).chunk(2, dim=-1)
+            x = x + self._linear(F.silu(gate) * up, ly.down_w)
         x = x[:, -logits_to_keep:] if logits_to_keep else x
         return _Output(F.linear(F.rms_norm(x, (hidden,), self.norm, self.eps), self.lm_head))

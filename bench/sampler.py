@@ -6,7 +6,12 @@ never occurs). Ours runs twice: on transformers' forward (`ours-hf`) and on the 
 forward the rollout workers use (`ours`, agents/fast_forward.py). Prints a table and writes
 bench/results/sampler.json.
 
-    python bench/sampler.py [--new 64] [--repeats 3] [--threads 2]
+    python bench/sampler.py [--new 64] [--repeats 3] [--threads 2] [--dtype float32|bfloat16] [--model quickstart|10m]
+                            [--only ours]
+
+`--dtype bfloat16` is `rollout.dtype`: the fused forward on bf16 weight copies (`ours`), transformers'
+forward under autocast (`ours-hf`); `generate` stays float32. `--only ours` times the fused sampler alone
+(for whole-command A/B timing).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from steprl.agents.autocast_lm import AutocastLM
 from steprl.agents.config import TokenizerConfig
 from steprl.agents.fast_forward import FastCausalLM
 from steprl.agents.policy import build_policy
@@ -60,6 +66,31 @@ def run_hf(policy, prompts, new: int) -> float:
     return dt
 
 
+def build(model: str, dtype: str):
+    """(policy, fused sampler forward, transformers' sampler forward) at `dtype` for the named model size."""
+    mcfg = load_config("quickstart").model
+    if model == "10m":
+        import sys
+
+        sys.path.insert(0, str(Path(__file__).parent))
+        from _common import ten_m_model
+
+        mcfg = ten_m_model()
+    policy = build_policy(mcfg, TokenizerConfig(), seed=0)
+    policy.model.eval()
+    low = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    slow = policy.model if low == torch.float32 else AutocastLM(policy.model, low)
+    return policy, FastCausalLM(policy.model, low), slow
+
+
+def only_ours(policy, fast, args) -> None:
+    """Time the fused sampler alone (best of --repeats) at every batch size and print tok/s."""
+    for B in [int(x) for x in args.batches.split(",")]:
+        prompts = prompts_for(policy.turn_format, B)
+        best = min(run_ours(policy, fast, prompts, args.new, params=SamplingParams()) for _ in range(args.repeats))
+        print(f"batch {B}: ours {B * args.new / best:.0f} tok/s ({args.dtype}, {args.model})", flush=True)
+
+
 def main() -> None:
     """Run the table."""
     ap = argparse.ArgumentParser()
@@ -67,24 +98,28 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batches", type=str, default="1,16,64")
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32", help="rollout.dtype")
+    ap.add_argument("--model", choices=("quickstart", "10m"), default="quickstart")
+    ap.add_argument("--only", choices=("all", "ours"), default="all")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    policy = build_policy(load_config("quickstart").model, TokenizerConfig(), seed=0)
-    policy.model.eval()
-    fast = FastCausalLM(policy.model)
+    policy, fast, slow = build(args.model, args.dtype)
+    if args.only == "ours":
+        only_ours(policy, fast, args)
+        return
     params = SamplingParams()
     rows = []
     for B in [int(x) for x in args.batches.split(",")]:
         prompts = prompts_for(policy.turn_format, B)
         (
             run_ours(policy, fast, prompts, 4, params),
-            run_ours(policy, policy.model, prompts, 4, params),
+            run_ours(policy, slow, prompts, 4, params),
             run_hf(policy, prompts, 4),
         )
         ours, ours_hf, hf = float("inf"), float("inf"), float("inf")
         for _ in range(args.repeats):  # interleaved, best of: all see the same machine load
             ours = min(ours, run_ours(policy, fast, prompts, args.new, params))
-            ours_hf = min(ours_hf, run_ours(policy, policy.model, prompts, args.new, params))
+            ours_hf = min(ours_hf, run_ours(policy, slow, prompts, args.new, params))
             hf = min(hf, run_hf(policy, prompts, args.new))
         row = {
             "batch": B,

@@ -171,6 +171,8 @@ def token_logprobs(
     Entropy is that of the same filtered distribution. For Llama/Qwen2-type models the LM head runs
     in chunks of the sequence holding at most `chunk_elements` logits each (re-computed in backward),
     so no [B, T, V] float32 tensor is ever held; a batch that fits one chunk takes the plain path.
+    Under bf16 autocast (learners/precision.py) those models always take the split path, so the LM head
+    runs in float32 on the final norm's output cast to float32; other model types upcast bf16-head logits.
     """
     filt = logit_filter if logit_filter is not None else LogitFilter(temperature)
     if not (filt.temperature > 0 and math.isfinite(filt.temperature)):
@@ -180,7 +182,8 @@ def token_logprobs(
     vocab = model.get_output_embeddings().weight.shape[0] if hasattr(model, "get_output_embeddings") else 0
     chunk = max(1, chunk_elements // max(1, B * vocab))
     split = getattr(getattr(model, "config", None), "model_type", "") in _HEAD_SPLIT_TYPES
-    if not split or chunk >= T - 1:
+    amp = torch.is_autocast_enabled(tokens.device.type)
+    if not split or (chunk >= T - 1 and not amp):
         out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
         return _chunk_terms(out.logits[:, :-1], tokens[:, 1:], filt)
     hidden = model.get_decoder()(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
@@ -191,7 +194,7 @@ def token_logprobs(
         e = min(T - 1, s + chunk)
 
         def terms(h: torch.Tensor, s: int = s, e: int = e) -> tuple[torch.Tensor, torch.Tensor]:
-            return _chunk_terms(head(h), tokens[:, s + 1 : e + 1], filt)
+            return _chunk_terms(_head(head, h, amp), tokens[:, s + 1 : e + 1], filt)
 
         h = hidden[:, s:e]
         if torch.is_grad_enabled():
@@ -201,6 +204,14 @@ def token_logprobs(
         logps.append(lp)
         ents.append(en)
     return torch.cat(logps, dim=1), torch.cat(ents, dim=1)
+
+
+def _head(head: torch.nn.Module, h: torch.Tensor, amp: bool) -> torch.Tensor:
+    """Logits of hidden states `h`; under autocast in float32 (h cast up, autocast off for the head)."""
+    if not amp:
+        return head(h)
+    with torch.autocast(h.device.type, enabled=False):
+        return head(h.float())
 
 
 def _chunk_terms(logits: torch.Tensor, targets: torch.Tensor, filt: LogitFilter) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+DTYPES = ("float32", "bfloat16")
+"""Values of `learner.dtype` and `rollout.dtype` (learners/precision.py); here so `import config` needs no torch."""
+
 
 @dataclass
 class OptimizerGuardsConfig:
@@ -110,6 +113,10 @@ class LearnerConfig(OptimizerGuardsConfig):
     Float results depend on the thread count, so it is what makes world sizes agree bitwise."""
     cpus_per_rank: float = 1.0
     """CPUs Ray reserves for each rank (world size > 1; placed with a placement group)."""
+    dtype: str = "float32"
+    """Compute precision of the policy-gradient forward: float32, or bfloat16 (autocast for the transformer
+    body; float32 master weights, gradients and AdamW state; LM head, log-softmax, entropy and KL in float32).
+    Warm-up SFT and distillation stay float32. Part of the run's recipe: replay re-applies it."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -127,6 +134,8 @@ class LearnerConfig(OptimizerGuardsConfig):
             out.append(("world_size", f"expected a power of two (1, 2, 4, ...), got {self.world_size}"))
         if self.threads_per_rank < 0:
             out.append(("threads_per_rank", f"expected >= 0 (0: run.threads), got {self.threads_per_rank}"))
+        if self.dtype not in DTYPES:
+            out.append(("dtype", f"expected one of {', '.join(DTYPES)}, got {self.dtype!r}"))
         if self.cpus_per_rank < 0:
             out.append(("cpus_per_rank", f"expected >= 0, got {self.cpus_per_rank}"))
         if 0 < self.dual_clip <= 1:

@@ -28,6 +28,7 @@ from steprl.rollout.trajectory import Trajectory
 
 from .batch import Batch, collate, micro_batches, token_logprobs
 from .policy_gradient import trajectory_is_valid
+from .precision import model_device, to_device
 
 FULL_VOCAB_MAX = 65536
 """Largest vocabulary for which the exact full-vocabulary KL is used (above: sampled advantages)."""
@@ -100,6 +101,8 @@ def use_full_vocab(vocab_size: int, limit: int = FULL_VOCAB_MAX) -> bool:
 # ------------------------------------------------------------------------------------------- helpers
 def logits_of(model: torch.nn.Module, tokens: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """[B, T-1, V] float32 logits at the positions predicting tokens 1..T-1 (explicit position ids, right padding)."""
+    dev = model_device(model)  # batches are built on the CPU; the model may live on cuda
+    tokens, attention_mask = tokens.to(dev), attention_mask.to(dev)
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
     return out.logits[:, :-1].float()
@@ -131,6 +134,7 @@ def reverse_kl_on(model_s: torch.nn.Module, model_t: torch.nn.Module, trajs: Seq
     total = 0.0
     try:
         for mb in micro_batches(batch, micro_batch):
+            mb = to_device(mb, model_device(model_s))
             kl = reverse_kl_per_token(logits_of(model_s, mb.tokens_BT, mb.attention_mask_BT),
                                       logits_of(model_t, mb.tokens_BT, mb.attention_mask_BT), temperature)
             total += float(masked_mean(kl, mb.action_mask_BT, denom=1.0))
@@ -158,9 +162,11 @@ def token_advantages(student: torch.nn.Module, teacher: torch.nn.Module, trajs: 
         for i, t in enumerate(chunk):
             tokens[i, :len(t.tokens)] = torch.tensor(t.tokens, dtype=torch.int64)
             attn[i, :len(t.tokens)] = 1
+        dev = model_device(student)
+        tokens, attn = tokens.to(dev), attn.to(dev)
         lq, _ = token_logprobs(student, tokens, attn, temperature)
         lp, _ = token_logprobs(teacher, tokens, attn, temperature)
-        adv = kl_coef * sampled_advantages(lq, lp, clamp)
+        adv = (kl_coef * sampled_advantages(lq, lp, clamp)).cpu()
         for i, t in enumerate(chunk):
             a = torch.zeros(len(t.tokens), dtype=torch.float32)
             a[1:] = adv[i, :len(t.tokens) - 1]

@@ -36,6 +36,7 @@ from .kl import (
     vocab_size_of,
 )
 from .policy_gradient import PolicyGradient
+from .precision import model_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,7 @@ class ExactKL:
         n, temp = batch.n_tokens, self.cfg.temperature
         acc = {"loss": 0.0, "kl_reverse": 0.0, "kl_forward": 0.0}
         for mb in micro_batches(batch, self.cfg.micro_batch):
+            mb = to_device(mb, model_device(self.student))
             m = mb.action_mask_BT
             s_logits = logits_of(self.student, mb.tokens_BT, mb.attention_mask_BT)
             with torch.no_grad():

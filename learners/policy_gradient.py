@@ -25,6 +25,7 @@ from .batch import Batch, collate, micro_batches, token_logprobs
 from .config import LearnerConfig
 from .guarded_optimizer import GuardedOptimizer
 from .losses import aggregate, get_loss, k3_kl, tis_weight
+from .precision import autocast, model_device, to_device
 
 log = logging.getLogger(__name__)
 
@@ -183,11 +184,13 @@ class PolicyGradient:
         """
         cfg = self.cfg
         mbs = micro_batches(batch, cfg.micro_batch)
+        device = model_device(self.model)
         for j in opt.reducer.begin(len(mbs)):
-            mb = mbs[j]
+            mb = to_device(mbs[j], device)
             m = mb.action_mask_BT
-            logp, ent = token_logprobs(self.model, mb.tokens_BT, mb.attention_mask_BT,
-                                       logit_filter=self.logit_filter)
+            with autocast(self.model, cfg.dtype):  # bf16 body, fp32 head and log-softmax (learners/precision.py)
+                logp, ent = token_logprobs(self.model, mb.tokens_BT, mb.attention_mask_BT,
+                                           logit_filter=self.logit_filter)
             if epoch == 0:
                 old[j] = logp.detach()  # the proximal policy: parameters before this step's first update
             old_logp = old[j]
@@ -196,7 +199,7 @@ class PolicyGradient:
             per_token = out.loss * w
             kl = torch.zeros_like(logp)
             if self.ref_model is not None:
-                with torch.no_grad():
+                with torch.no_grad(), autocast(self.ref_model, cfg.dtype):
                     ref_logp, _ = token_logprobs(self.ref_model, mb.tokens_BT, mb.attention_mask_BT, self.temperature)
                 kl = k3_kl(logp, ref_logp, cfg.log_ratio_clamp, cfg.kl_clamp)
                 per_token = per_token + cfg.kl_coef * kl

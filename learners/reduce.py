@@ -123,10 +123,11 @@ class TorchDistCommunicator:
         self.rank, self.world_size = dist.get_rank(), dist.get_world_size()
 
     def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """dist.all_gather into fresh buffers."""
-        out = [torch.empty_like(t) for _ in range(self.world_size)]
-        self.dist.all_gather(out, t.contiguous())
-        return out
+        """dist.all_gather into fresh buffers (NCCL moves CUDA tensors only: CPU tensors go through the GPU)."""
+        src = t.to("cuda") if self.dist.get_backend() == "nccl" and t.device.type != "cuda" else t
+        out = [torch.empty_like(src) for _ in range(self.world_size)]
+        self.dist.all_gather(out, src.contiguous())
+        return [o.to(t.device) for o in out]
 
 
 class TreeReducer:
@@ -185,7 +186,9 @@ class TreeReducer:
         local = self._stack.result()
         if self.comm.world_size > 1:
             numel = sum(p.numel() for p in self.params)
-            buf = torch.cat([torch.ones(1), local]) if local is not None else torch.zeros(numel + 1)
+            dev = self.params[0].device if self.params else torch.device("cpu")
+            buf = torch.cat([torch.ones(1, device=dev), local]) if local is not None else torch.zeros(numel + 1,
+                                                                                                        device=dev)
             parts = self.comm.all_gather(buf)
             local = tree_sum([q[1:] if bool(q[0] > 0) else None for q in parts])
         self.plan = None

@@ -20,6 +20,7 @@ import torch
 
 from .batch import token_logprobs
 from .guarded_optimizer import GuardedOptimizer
+from .precision import model_device
 
 Example = tuple[Sequence[int], Sequence[int]]
 """(tokens, action_mask): the loss covers tokens whose mask is 1 (the first token never)."""
@@ -59,7 +60,8 @@ class SFTObjective:
 
     def loss(self, examples: Sequence[Example]) -> torch.Tensor:
         """Token-mean cross-entropy on action-mask tokens (float32 log-softmax)."""
-        tokens, attn, mask = sft_batch(examples, self.pad_id)
+        device = model_device(self.model)
+        tokens, attn, mask = (t.to(device) for t in sft_batch(examples, self.pad_id))
         logp, _ = token_logprobs(self.model, tokens, attn, 1.0)
         nll = torch.where(mask > 0, -logp, torch.zeros_like(logp))
         return nll.sum() / mask.sum().clamp(min=1.0)

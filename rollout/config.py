@@ -54,6 +54,10 @@ class RolloutConfig:
     """Ray CPU resource per worker."""
     num_gpus_per_worker: float = 0.0
     """Ray GPU resource per worker."""
+    dtype: str = "float32"
+    """Compute precision of the sampler's forward: float32, or bfloat16 (the fused forward's matmuls on bf16
+    copies of the weights, norms, attention and the LM head in float32; transformers' forward under autocast).
+    Log-probs always come from float32 logits. Part of the data's recipe: replay uses the run's setting."""
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """Token sampling parameters."""
 
@@ -75,6 +79,8 @@ class RolloutConfig:
         for name in ("workers", "groups", "group_size", "micro_batch", "worker_threads"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
+        if self.dtype not in ("float32", "bfloat16"):
+            out.append(("dtype", f"expected float32 or bfloat16, got {self.dtype!r}"))
         if self.micro_batch_timeout_s < 0:
             out.append(("micro_batch_timeout_s", f"expected >= 0 (0 = no limit), got {self.micro_batch_timeout_s}"))
         if self.max_retries < 0:

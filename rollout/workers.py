@@ -63,6 +63,10 @@ class WorkerSpec:
     """Generation backend (`rollout.backend`): a registered name or `module:attr`; built inside the worker."""
     backend_options: dict[str, Any] = field(default_factory=dict)
     """Free-form settings a backend reads from the spec (picklable; the `hf` backend reads none)."""
+    device: str = "cpu"
+    """Where the backend computes (`cpu` or `cuda`: the run's device when the worker was given a GPU)."""
+    dtype: str = "float32"
+    """Compute precision of the forward (`rollout.dtype`): float32 or bfloat16; log-probs from float32 logits."""
 
 
 class RolloutWorker:

@@ -45,6 +45,9 @@ class RunConfig:
     """torch threads of the driver/learner process (fixed and recorded: results depend on it)."""
     allow_large: bool = False
     """Accept sizes above the sane bounds of steprl/limits.py (e.g. rollout.group_size > 1024)."""
+    device: str = "auto"
+    """Where model, learner and inline rollout compute: auto (cuda if torch sees a GPU), cpu or cuda; resolved at
+    start and recorded, so resume and replay follow it. Ray rollout workers use cuda with num_gpus_per_worker > 0."""
     kernels: str = "native"
     """CPU kernel choice. native: torch/MKL/oneDNN pick the fastest code path for this CPU (results may
     differ bit-wise on another CPU). portable: pin the AVX2 paths (ATEN_CPU_CAPABILITY, MKL_CBWR,
@@ -57,6 +60,8 @@ class RunConfig:
             out.append(("name", f"expected 1-64 characters from [A-Za-z0-9._-] and not '.' or '..', got {self.name!r}"))
         if self.threads <= 0:
             out.append(("threads", f"expected a positive integer, got {self.threads}"))
+        if self.device not in ("auto", "cpu", "cuda"):
+            out.append(("device", f"expected auto, cpu or cuda, got {self.device!r}"))
         if self.kernels not in ("native", "portable"):
             out.append(("kernels", f"expected native or portable, got {self.kernels!r}"))
         if not 0 <= self.seed < 2**63:

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steprl.agents.device import resolve_device
 from steprl.agents.model import count_parameters
 from steprl.agents.policy import build_policy, load_policy
 from steprl.config import Config, to_yaml
@@ -35,11 +36,15 @@ log = logging.getLogger(__name__)
 
 
 def train(cfg: Config) -> dict[str, Any]:
-    """Create the run directory and run every stage; returns summary.json's content."""
-    setup_torch(cfg.run.threads)
+    """Create the run directory and run every stage; returns summary.json's content.
+
+    `run.device=auto` is resolved here, before config.yaml is written, so the run records its device."""
+    cfg.run.device = resolve_device(cfg.run.device, fresh=True)
+    setup_torch(cfg.run.threads, cfg.run.device)
     run_dir = create_run_dir(cfg)
     with RunLock(run_dir, "train"):
         policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
+        policy.model.to(cfg.run.device)
         run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir))
         run.summary["params"] = count_parameters(policy.model)
         if "warmup" not in cfg.stages:  # warm-up writes step 0 itself; without it the initial weights are step 0
@@ -48,8 +53,9 @@ def train(cfg: Config) -> dict[str, Any]:
 
 
 def resume(run_dir: Path, cfg: Config) -> dict[str, Any]:
-    """Continue a run from its newest complete checkpoint (or from scratch if it has none)."""
-    setup_torch(cfg.run.threads)
+    """Continue a run from its newest complete checkpoint (or from scratch if it has none), on its recorded device."""
+    cfg.run.device = resolve_device(cfg.run.device, fresh=False)
+    setup_torch(cfg.run.threads, cfg.run.device)
     with RunLock(run_dir, "resume"):
         return _resume_locked(run_dir, cfg)
 
@@ -62,8 +68,10 @@ def _resume_locked(run_dir: Path, cfg: Config) -> dict[str, Any]:
     if ckpt is None:
         log.warning("%s has no complete checkpoint: starting its stages from the beginning", run_dir)
         policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
+        policy.model.to(cfg.run.device)
     else:
         policy = load_policy(ckpt.model_dir)
+        policy.model.to(cfg.run.device)
         log.info("resuming %s from %s", run_dir.name, ckpt.path.name)
     run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir), resume_from=ckpt)
     return _run_stages(run)

@@ -20,6 +20,8 @@ from typing import Any
 
 import torch
 
+from steprl.agents.autocast_lm import AutocastLM
+from steprl.agents.device import cuda_determinism
 from steprl.agents.fast_forward import FastCausalLM
 from steprl.agents.fast_forward import supports as fast_forward_supports
 from steprl.agents.kv_cache import GrowingCache
@@ -41,18 +43,25 @@ def stop_string_ends_in_last_token(tokens: list[int], stops: Sequence[str], deco
 
 
 class HFGenerator:
-    """`TurnGenerator` on a transformers causal LM (fp32), decoded with the fused forward when supported."""
+    """`TurnGenerator` on a transformers causal LM (fp32 weights, on `spec.device`), decoded with the fused forward
+    when supported; `spec.dtype` bfloat16 runs its matmuls in bf16 (agents/fast_forward.py, agents/autocast_lm.py)."""
 
     def __init__(self, spec: Any) -> None:
         """Build the model from `spec.model_config` (random init, replaced by set_weights; global RNG untouched)."""
         from transformers import AutoModelForCausalLM
 
+        if spec.device == "cuda":  # before this process's first CUDA call (agents/device.py)
+            cuda_determinism()
         with torch.random.fork_rng():  # random init is overwritten by set_weights; keep global RNG untouched
             self.model = AutoModelForCausalLM.from_config(spec.model_config, dtype=torch.float32)
-        self.model.eval()
+        self.model.to(spec.device).eval()
         # the sampler's forward: fused inference kernels when the architecture allows (same numbers, fewer kernels)
         fused = spec.fast_forward and fast_forward_supports(self.model)
-        self.decoder = FastCausalLM(self.model) if fused else self.model
+        low = torch.bfloat16 if spec.dtype == "bfloat16" else torch.float32
+        if fused:
+            self.decoder = FastCausalLM(self.model, low)
+        else:
+            self.decoder = AutocastLM(self.model, low) if low != torch.float32 else self.model
         self.pad_id = spec.tokenizer.pad_token_id
         self.batch: GenerationBatch | None = None
 
@@ -118,6 +127,7 @@ class GenerationBatch:
         self._cache = None
         self._next_logits: torch.Tensor | None = None  # [B, V] fp32, logits after each row's last cached token
         self._vocab = int(model.get_output_embeddings().weight.shape[0])
+        self._device = model.get_output_embeddings().weight.device  # inputs go there; logits come back to the CPU
         self._mix = token_mix(self._vocab)
         self._neg = torch.finfo(torch.float32).min
 
@@ -263,10 +273,10 @@ class GenerationBatch:
         if self._cache is None:
             layers = self.model.config.get_text_config().num_hidden_layers
             self._cache = GrowingCache(layers, initial_capacity=width + 128)
-        out = self.model(
-            input_ids=ids, attention_mask=mask, position_ids=pos, cache=self._cache, use_cache=True, logits_to_keep=1
-        )
-        logits = out.logits[:, -1, :].float()
+        dev = self._device
+        out = self.model(input_ids=ids.to(dev), attention_mask=mask.to(dev), position_ids=pos.to(dev),
+                         cache=self._cache, use_cache=True, logits_to_keep=1)
+        logits = out.logits[:, -1, :].float().cpu()
         if self._next_logits is None:
             self._next_logits = logits
         else:

@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     from steprl.run.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
+    replay_device(cfg)
     from steprl.run.fingerprint import check_against
 
     for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
@@ -116,3 +117,18 @@ def read_record(run_dir: Path, step: int):
         return read_step(run_dir / "rollouts", step)
     except RecordError as e:
         raise SteprlError(str(e)) from None
+
+
+def replay_device(cfg) -> None:
+    """Follow the run's recorded device: cuda needs a GPU here (a config error naming run.device) and the CUDA
+    determinism settings before CUDA starts (agents/device.py)."""
+    from steprl.agents.device import cuda_determinism, resolve_device
+    from steprl.errors import ConfigError
+    from steprl.run.preflight import device_problem
+
+    cfg.run.device = resolve_device(cfg.run.device, fresh=False)
+    bad = device_problem(cfg)
+    if bad:
+        raise ConfigError(f"replay: the run was trained on cuda; {bad}")
+    if cfg.run.device == "cuda":
+        cuda_determinism()

@@ -35,6 +35,8 @@ ISA_ENV = {
 }
 THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
 PINNED_KEYS = tuple(ISA_ENV) + THREAD_VARS
+CUDA_VARS = ("CUBLAS_WORKSPACE_CONFIG",)
+"""Set before CUDA initialises in every process of a CUDA run (agents/device.py)."""
 
 
 def check_mode(mode: str) -> str | None:
@@ -64,10 +66,12 @@ def pinned_env(threads: int) -> dict[str, str]:
 def worker_env() -> dict[str, str]:
     """Variables a Ray worker needs to compute like this process (empty in native mode).
 
-    Thread counts are left out: workers set their own (rollout.worker_threads)."""
+    Thread counts are left out: workers set their own (rollout.worker_threads). The cuBLAS workspace
+    setting a CUDA run's driver set (agents/device.py) goes along, since workers may initialise CUDA."""
+    cuda = {k: os.environ[k] for k in CUDA_VARS if k in os.environ}
     if os.environ.get(MODE_VAR) != "portable":
-        return {}
-    return {k: os.environ[k] for k in (*ISA_ENV, MODE_VAR) if k in os.environ}
+        return cuda
+    return cuda | {k: os.environ[k] for k in (*ISA_ENV, MODE_VAR) if k in os.environ}
 
 
 def check_machine() -> None:

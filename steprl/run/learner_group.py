@@ -47,7 +47,8 @@ class LearnerGroup:
         init_ray(cfg.ray.address, cfg.ray.num_cpus, worker_env())
         self.ray, self.model, self.world_size = ray, policy.model, cfg.learner.world_size
         self.last_trajectory_bytes = 0
-        bundle = {"CPU": cfg.learner.cpus_per_rank}
+        cuda = cfg.run.device == "cuda"
+        bundle = {"CPU": cfg.learner.cpus_per_rank, **({"GPU": 1} if cuda else {})}
         self.pg = placement_group([dict(bundle) for _ in range(self.world_size)], strategy="PACK")
         ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
@@ -57,15 +58,16 @@ class LearnerGroup:
         ref = None if ref_model is None else {k: v.detach().cpu().clone() for k, v in ref_model.state_dict().items()}
         actor = ray.remote(LearnerRank)
         self.ranks = [
-            actor.options(num_cpus=cfg.learner.cpus_per_rank, max_restarts=0, scheduling_strategy=(
+            actor.options(num_cpus=cfg.learner.cpus_per_rank, num_gpus=1 if cuda else 0, max_restarts=0,
+                          scheduling_strategy=(
                 PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=r))).remote(
                 RankSpec(cfg, policy.model.config, weights, ref, policy.tokenizer.pad_token_id, r, self.world_size,
-                         rank_threads(cfg), logit_filter))
+                         rank_threads(cfg), logit_filter, "nccl" if cuda else "gloo"))
             for r in range(self.world_size)
         ]
         addr, port = self._all(lambda a: a.rendezvous.remote(), only=[0])[0]
         self._all(lambda a: a.join.remote(addr, port))
-        log.info("learner group: %d ranks, gloo at %s:%d", self.world_size, addr, port)
+        log.info("learner group: %d ranks, %s at %s:%d", self.world_size, "nccl" if cuda else "gloo", addr, port)
 
     def _all(self, call: Any, only: list[int] | None = None) -> list[Any]:
         """Call every rank (or `only`) and wait for all. The first dead rank fails the call at once, naming it

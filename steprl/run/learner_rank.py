@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from steprl.agents.device import resolve_device
 from steprl.config import Config
 from steprl.learners.reduce import TorchDistCommunicator
 from steprl.rollout.trajectory import LogitFilter, Trajectory
@@ -44,26 +45,29 @@ class RankSpec:
     logit_filter: LogitFilter
     """The rollout's sampling filter: the rank's log-probs are those of the distribution sampled from."""
     backend: str = "gloo"
+    """torch.distributed backend: gloo on CPU, nccl when run.device is cuda (one GPU per rank)."""
 
 
-def _model(config: Any, weights: dict[str, torch.Tensor]) -> torch.nn.Module:
-    """A float32 causal LM of `config` holding `weights` (random init skipped over: global RNG untouched)."""
+def _model(config: Any, weights: dict[str, torch.Tensor], device: str) -> torch.nn.Module:
+    """A float32 causal LM of `config` holding `weights` on `device` (random init skipped over: global RNG
+    untouched)."""
     from transformers import AutoModelForCausalLM
 
     with torch.random.fork_rng():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     model.load_state_dict(weights)
-    return model
+    return model.to(device)
 
 
 class LearnerRank(HoldsTrainer):
     """The actor class (wrapped with ray.remote by `LearnerGroup`)."""
 
     def __init__(self, spec: RankSpec) -> None:
-        setup_torch(spec.threads)
+        device = resolve_device(spec.cfg.run.device, fresh=False)  # resolved by the driver; one GPU per rank on cuda
+        setup_torch(spec.threads, device)
         self.spec = spec
-        self.model = _model(spec.model_config, spec.weights)
-        self.ref = None if spec.ref_weights is None else _model(spec.model_config, spec.ref_weights)
+        self.model = _model(spec.model_config, spec.weights, device)
+        self.ref = None if spec.ref_weights is None else _model(spec.model_config, spec.ref_weights, device)
         self.trainer = None
 
     def rendezvous(self) -> tuple[str, int]:

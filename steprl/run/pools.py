@@ -13,7 +13,15 @@ from steprl.run.kernels import worker_env
 def worker_spec(cfg: Config, policy: Policy) -> WorkerSpec:
     """What every rollout worker of `policy` needs to build itself (picklable)."""
     return WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling,
-                      cfg.rollout.worker_threads, cfg.rollout.fast_forward, backend=cfg.rollout.backend)
+                      cfg.rollout.worker_threads, cfg.rollout.fast_forward, backend=cfg.rollout.backend,
+                      device=worker_device(cfg), dtype=cfg.rollout.dtype)
+
+
+def worker_device(cfg: Config) -> str:
+    """The rollout workers' device: the run's, when they are given a GPU (inline in a CUDA driver, or Ray actors
+    with rollout.num_gpus_per_worker > 0); cpu otherwise."""
+    gpu = cfg.rollout.executor == "inline" or cfg.rollout.num_gpus_per_worker > 0
+    return "cuda" if cfg.run.device == "cuda" and gpu else "cpu"
 
 
 def make_pool(cfg: Config, policy: Policy, reserve_cpus: bool = True) -> RolloutPool:

@@ -2,7 +2,8 @@
 
 The env is built once with its kwargs (and must be a text env); every stage must find what it needs
 (expert demonstrations for warm-up and the student's warm-up, a teacher for stand-alone distillation);
-`ray.address` must answer. Sizes were bounded when the config was loaded (steprl/limits.py).
+`ray.address` must answer; `run.device=cuda` needs a GPU. Sizes were bounded when the config was loaded
+(steprl/limits.py).
 """
 
 from __future__ import annotations
@@ -41,12 +42,27 @@ def env_problems(cfg: Config, env: Any) -> list[str]:
     return out
 
 
+def device_problem(cfg: Config) -> str | None:
+    """Why `run.device` cannot be used on this machine, naming the key (None when it can)."""
+    if cfg.run.device != "cuda":
+        return None
+    from steprl.agents.device import cuda_available
+
+    if not cuda_available():
+        return ("config key 'run.device': cuda, but torch sees no CUDA device on this machine "
+                "(torch.cuda.is_available() is False); use run.device=cpu or auto")
+    return None
+
+
 def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     """Raise ConfigError (one line) for the first thing this run would fail on; builds the env once."""
     problems = []
     if standalone_distill:
         if cfg.distill.teacher is None:
             problems.append("distill.teacher is not set: pass distill.teacher=<checkpoint dir or run dir>")
+    bad_device = device_problem(cfg)
+    if bad_device:
+        problems.append(bad_device)
     env = build_env(cfg.env.id, dict(cfg.env.kwargs))
     try:
         problems += env_problems(cfg, env)

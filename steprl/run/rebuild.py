@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steprl.agents.device import resolve_device
 from steprl.agents.policy import Policy, load_policy, save_policy
 from steprl.errors import SteprlError
 from steprl.rollout.trajectory import Trajectory
@@ -75,6 +76,7 @@ def rebuild_policy(run_dir: Path, cfg: Any, version: int, read_record: Callable[
         raise SteprlError(f"{run_dir}: no verified checkpoint at or before policy version {version}")
     target, start = ckpts[0], ckpts[-1]
     policy = load_policy(start.model_dir)
+    policy.model.to(resolve_device(cfg.run.device, fresh=False))  # the run's recorded device
     if start.step == version:
         return Rebuilt(policy, start, None)
     learner = rl_learner(cfg, policy, ckpt_dir)

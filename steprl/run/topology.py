@@ -22,12 +22,10 @@ LEAF_SCALARS = 9
 
 
 def _device(cfg: Config) -> str:
-    device = getattr(cfg.run, "device", "cpu")
-    if device == "auto":
-        import torch
+    """The run's device (`auto` resolved as a run starting now would resolve it)."""
+    from steprl.agents.device import resolve_device
 
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    return resolve_device(cfg.run.device, fresh=True)
 
 
 def topology(cfg: Config, n_params: int) -> dict[str, Any]:
@@ -39,14 +37,18 @@ def topology(cfg: Config, n_params: int) -> dict[str, Any]:
     micro = -(-episodes // lc.micro_batch)
     weight_bytes = 4 * n_params
     traj_bytes = episodes * rc.sampling.max_episode_tokens * TRAJECTORY_TOKEN_BYTES
-    devices = [{"name": "driver", "process": "driver", "threads": cfg.run.threads, "device": device}]
+    devices = [{"name": "driver", "process": "driver", "threads": cfg.run.threads, "device": device,
+                "master_weights": "float32"}]
     devices += [{"name": f"learner_rank_{r}", "process": "driver" if ws == 1 else "ray actor", "threads": threads,
-                 "cpus": lc.cpus_per_rank if ws > 1 else None, "device": device, "dtype": "float32",
+                 "cpus": lc.cpus_per_rank if ws > 1 else None, "device": device, "dtype": lc.dtype,
                  "micro_batches": _ranks_leaves(micro, ws, r)} for r in range(ws)]
     n_workers = 1 if rc.executor == "inline" else rc.workers
+    gpu_workers = rc.executor == "inline" or rc.num_gpus_per_worker > 0
+    worker_device = "cuda" if device == "cuda" and gpu_workers else "cpu"
     devices += [{"name": f"rollout_worker_{w}", "process": "driver" if rc.executor == "inline" else "ray actor",
                  "threads": rc.worker_threads, "cpus": rc.num_cpus_per_worker if rc.executor == "ray" else None,
-                 "gpus": rc.num_gpus_per_worker or None} for w in range(n_workers)]
+                 "gpus": rc.num_gpus_per_worker or None, "device": worker_device, "dtype": rc.dtype}
+                for w in range(n_workers)]
     channels = [
         {"name": "trajectories", "from": "rollout workers", "to": f"learner ranks 0..{ws - 1}",
          "via": "in-process" if ws == 1 else "ray object store (one put, read by every rank)",

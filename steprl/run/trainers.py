@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from steprl.agents.device import resolve_device
 from steprl.agents.policy import Policy, load_policy
 from steprl.config import Config
 from steprl.learners.reduce import Communicator
@@ -19,7 +20,7 @@ def reference_model(cfg: Config, ckpt_dir: Path) -> torch.nn.Module | None:
     if cfg.learner.kl_coef <= 0:
         return None
     ref_dir = ckpt_dir / "step_000000" / "model"
-    return load_policy(ref_dir).model if ref_dir.is_dir() else None
+    return load_policy(ref_dir).model.to(resolve_device(cfg.run.device, fresh=False)) if ref_dir.is_dir() else None
 
 
 def sampling_filter(cfg: Config, policy: Policy) -> LogitFilter:

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 
 from steprl.agents.chat import make_turn_format
+from steprl.agents.device import resolve_device
 from steprl.agents.model import count_parameters, load_model
 from steprl.agents.policy import Policy, build_model_for, load_policy, save_policy
 from steprl.agents.tokenizer import load_tokenizer
@@ -107,6 +108,7 @@ def build_student(cfg: Config, teacher: Policy) -> Policy:
             _same_tokenizer(tok, load_tokenizer(scfg.path), f"distill.student.path {scfg.path}")
     else:
         model = build_model_for(scfg, tok, derive(cfg.run.seed, "init", 1))
+    model.to(next(teacher.model.parameters()).device)  # the student computes where the teacher does (run.device)
     if vocab_size_of(model) != vocab_size_of(teacher.model):
         raise SteprlError(f"distill: the student emits {vocab_size_of(model)} logits "
                           f"but the teacher {vocab_size_of(teacher.model)}")
@@ -290,8 +292,10 @@ def run_standalone(cfg: Config) -> dict[str, Any]:
     if cfg.distill.teacher is None:
         raise SteprlError("distill.teacher is not set: pass distill.teacher=<checkpoint dir or run dir>")
     teacher_dir = resolve_policy_dir(cfg.distill.teacher)
-    setup_torch(cfg.run.threads)
+    cfg.run.device = resolve_device(cfg.run.device, fresh=True)  # recorded in the distill run's config.yaml
+    setup_torch(cfg.run.threads, cfg.run.device)
     teacher = load_policy(teacher_dir)
+    teacher.model.to(cfg.run.device)
     parent = run_path(cfg)
     parent.mkdir(parents=True, exist_ok=True)
     with RunLock(parent, "distill"):
