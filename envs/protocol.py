@@ -252,11 +252,68 @@ class CompactProtocol(Protocol):
         return to_ascii(" ".join(p for p in parts if p))
 
 
-_PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (HermesProtocol(), CompactProtocol())}
+class Llama3Protocol(Protocol):
+    """Llama 3.x custom tools: a tool call is the whole turn as one JSON object
+    `{"name": NAME, "parameters": {...}}` ended by the model's end-of-turn token (no closing tag: the chat
+    renderer stops the turn there); results arrive as plain text in the template's `ipython` role."""
+
+    name = "llama3"
+
+    @property
+    def stop_strings(self) -> tuple[str, ...]:
+        """Only the answer has a closing tag; a call ends with the end-of-turn token."""
+        return (self.answer_close,)
+
+    def _parse(self, text: Any) -> Parsed:
+        if not isinstance(text, str):
+            return Malformed("turn is not text")
+        if len(text) > MAX_PARSE_CHARS:
+            return Malformed(f"turn too long (over {MAX_PARSE_CHARS} characters)")
+        body = text.strip()
+        if body.startswith("{"):
+            return self._parse_call(body)
+        i_ans = text.find(self.answer_open)
+        if i_ans < 0:
+            return Malformed("no tool call or answer")
+        start = i_ans + len(self.answer_open)
+        end = text.find(self.answer_close, start)
+        return Answer(text[start:] if end < 0 else text[start:end])
+
+    def _parse_call(self, body: str) -> Parsed:
+        obj = _loads_object(body)
+        if obj is None:
+            return Malformed("tool call is not a JSON object")
+        if "name" not in obj:
+            return Malformed("tool call needs a name")
+        return self._make_call(obj.get("name"), obj.get("parameters", obj.get("arguments", {})))
+
+    def render_call(self, call: ToolCall) -> str:
+        """`{"name": ..., "parameters": {...}}`: the whole turn."""
+        return _json_dumps({"name": call.name, "parameters": dict(call.arguments)})
+
+    def render_result(self, text: str) -> str:
+        """The result as plain escaped text (the template's ipython role carries it)."""
+        return escape(text)
+
+    def describe_tools(self, tools: Sequence[Tool]) -> str:
+        """One JSON function description per line."""
+        return "\n".join(_json_dumps(t.spec()) for t in tools)
+
+    def system_prompt(self, task: str, tools: Sequence[Tool]) -> str:
+        """Task line, then how to call (a bare JSON object), the tools, and how to answer."""
+        lines = [task]
+        if tools:
+            lines += ['Call a tool by replying with only {"name": NAME, "parameters": {...}}. Tools:',
+                      self.describe_tools(tools)]
+        lines.append("Give the final answer as <answer>...</answer>.")
+        return to_ascii("\n".join(lines))
+
+
+_PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (HermesProtocol(), CompactProtocol(), Llama3Protocol())}
 
 
 def get_protocol(name: str) -> Protocol:
-    """The protocol registered as `name` ("hermes" or "compact"); ValueError naming the choices otherwise."""
+    """The protocol registered as `name` ("hermes", "compact" or "llama3"); ValueError naming the choices otherwise."""
     try:
         return _PROTOCOLS[name]
     except (KeyError, TypeError):
