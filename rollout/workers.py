@@ -171,7 +171,13 @@ class RolloutPool:
             self.workers[0].set_weights(version, weights)
             return
         self._weights = self._ray.put(weights)
-        self._ray.get([w.set_weights.remote(version, self._weights) for w in self.workers])
+        refs = [w.set_weights.remote(version, self._weights) for w in self.workers]
+        for w, ref in enumerate(refs):
+            try:
+                self._ray.get(ref)
+            except self._ray.exceptions.RayActorError:  # died while loading: a fresh actor gets this version
+                self._replace_worker(w)
+                self._ray.get(self.workers[w].set_weights.remote(version, self._weights))
 
     def play(
         self, specs: Sequence[EpisodeSpec], micro_batch: int | None = None, greedy: bool = False
