@@ -107,3 +107,18 @@ def test_env_that_raises_is_contained(policy):
     # the worker still plays afterwards
     worker.envs[env_id] = [gym.make(env_id, **CFG.env.kwargs) for _ in range(4)]
     assert len(worker.play(specs, 0)) == 4
+
+
+def test_an_actor_dead_before_a_weight_sync_is_replaced_and_given_the_version(ray_session, policy):
+    cfg = load_config("smoke", ["rollout.groups=4", "rollout.group_size=4", "rollout.micro_batch=4",
+                                "rollout.executor=ray", "rollout.workers=2"])
+    pool = RolloutPool(spec_for(policy), cfg.rollout)
+    weights = {k: v.clone() for k, v in policy.model.state_dict().items()}
+    try:
+        pool.set_weights(1, weights)
+        ray.kill(pool.workers[1])  # dies between versions: the next sync must not take the driver down
+        pool.set_weights(2, weights)
+        assert pool.restarts == 1
+        assert [t.digest for t in pool.play(plan_step(CFG, 2))] == [t.digest for t in play(policy, "inline", 1, 2)]
+    finally:
+        pool.close()
