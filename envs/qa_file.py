@@ -7,7 +7,7 @@
 
 Items are split into training and held-out sets by a seeded, stable rule: item i is held out iff
 blake2b(split_seed, i) / 2**64 < held_out_fraction, so the split never depends on the file's other
-items, the machine or Python's hash(). Episodes with env seeds below 2**31 (the project's training
+items, the machine or Python's per-process string hashing. Episodes with env seeds below 2**31 (the project's training
 seeds) draw training items; seeds at or above it (held-out evaluation seeds) draw held-out items.
 Scorers: `exact` (whitespace-stripped equality), `numeric` (equal as numbers, 1e-6 relative), or
 `module:fn` called as fn(prediction, gold) -> float in [0, 1].
