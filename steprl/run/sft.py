@@ -36,6 +36,8 @@ def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None,
                                                                        "threads": c["run"]["threads"], "v": 1}
     if c["run"].get("kernels", "native") != "native":  # other kernels, other bits (native keys stay as they were)
         key["kernels"] = c["run"]["kernels"]
+    if c["run"].get("device", "cpu") not in ("cpu", "auto"):  # a GPU's arithmetic gives other weights
+        key["device"] = c["run"]["device"]
     if model_section is not None:  # another model on the same demonstrations (the distillation student)
         key["model"] = model_section
     if steps is not None:
