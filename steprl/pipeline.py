@@ -84,6 +84,8 @@ def completed_stages(cfg: Config, summary: dict[str, Any], checkpoint: Checkpoin
     stage = None if checkpoint is None else checkpoint.state.get("stage")
     if stage == "warmup":
         done.add("warmup")
+    if stage in order:  # a checkpoint of a stage means every stage before it finished, recorded or not
+        done |= set(order[: order.index(stage)])
     if "rl" in order and (checkpoint is None or stage in ("warmup", "init", "rl")):
         rl_done = stage == "rl" and checkpoint.step >= cfg.rl.steps
         if not rl_done:  # rl (re)opens: it and every later stage run again

@@ -50,3 +50,18 @@ def test_train_refuses_existing_run_dir(smoke):
     train(cfg)
     with pytest.raises(SteprlError, match="already exists.*steprl resume"):
         train(cfg)
+
+
+def test_a_checkpoint_of_a_stage_marks_every_earlier_stage_done():
+    """A driver killed before summary.json recorded the warm-up as complete must not warm up again when it
+    resumes from an RL checkpoint (found by bench/chaos.py: the warm-up re-ran and re-logged its rows)."""
+    from steprl.config import load_config
+    from steprl.pipeline import completed_stages
+    from steprl.run.checkpoint import Checkpoint
+
+    cfg = load_config("smoke", ["rl.steps=10"])
+    rl_ck = Checkpoint(path=Path("x"), step=6, state={"stage": "rl", "step": 6})
+    assert "warmup" in completed_stages(cfg, {"completed": []}, rl_ck)
+    assert "rl" not in completed_stages(cfg, {"completed": []}, rl_ck)  # rl reopens at step 6
+    warm_ck = Checkpoint(path=Path("x"), step=0, state={"stage": "warmup", "step": 0})
+    assert completed_stages(cfg, {"completed": []}, warm_ck) == {"warmup"}
