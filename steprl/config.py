@@ -21,6 +21,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from steprl.agents.config import ModelConfig, TokenizerConfig
 from steprl.compose import apply_layer, fit_env_kwargs, gives, is_inside_replaced, nested
+from steprl.cpu import resolve_kernels
 from steprl.errors import ConfigError
 from steprl.learners.config import LearnerConfig, WarmupConfig
 from steprl.limits import size_problems
@@ -196,12 +197,16 @@ def compose_config(source: str | Path, overrides: list[str] | tuple[str, ...] = 
     obj: Config = OmegaConf.to_object(cfg)  # type: ignore[assignment]
     if any(gives(d, "env.id") for d, _, _ in layers[1:]):
         obj.env.kwargs = fit_env_kwargs(obj.env.id, obj.env.kwargs, layers[1:])
+    obj.run.kernels = resolve_kernels(obj.run.kernels)  # config.yaml records the mode the run computes in
     return obj
 
 
 def from_dict(data: dict[str, Any], where: str = "config") -> Config:
     """Build and validate a Config from a plain mapping (e.g. a run's saved config.yaml)."""
     obj: Config = OmegaConf.to_object(_merge(OmegaConf.structured(Config), data, where))  # type: ignore[assignment]
+    if "kernels" not in (data.get("run") or {}):  # saved before run.kernels existed: those runs were native
+        obj.run.kernels = "native"
+    obj.run.kernels = resolve_kernels(obj.run.kernels)
     validate(obj)
     return obj
 

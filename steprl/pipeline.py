@@ -40,7 +40,7 @@ def train(cfg: Config) -> dict[str, Any]:
 
     `run.device=auto` is resolved here, before config.yaml is written, so the run records its device."""
     cfg.run.device = resolve_device(cfg.run.device, fresh=True)
-    setup_torch(cfg.run.threads, cfg.run.device)
+    setup_torch(cfg.run.threads, cfg.run.device, cfg.run.kernels)
     run_dir = create_run_dir(cfg)
     with RunLock(run_dir, "train"):
         policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
@@ -55,7 +55,7 @@ def train(cfg: Config) -> dict[str, Any]:
 def resume(run_dir: Path, cfg: Config) -> dict[str, Any]:
     """Continue a run from its newest complete checkpoint (or from scratch if it has none), on its recorded device."""
     cfg.run.device = resolve_device(cfg.run.device, fresh=False)
-    setup_torch(cfg.run.threads, cfg.run.device)
+    setup_torch(cfg.run.threads, cfg.run.device, cfg.run.kernels)
     with RunLock(run_dir, "resume"):
         return _resume_locked(run_dir, cfg)
 

@@ -30,10 +30,12 @@ class RunConfig:
     device: str = "auto"
     """Where model, learner and inline rollout compute: auto (cuda if torch sees a GPU), cpu or cuda; resolved at
     start and recorded, so resume and replay follow it. Ray rollout workers use cuda with num_gpus_per_worker > 0."""
-    kernels: str = "native"
+    kernels: str = "auto"
     """CPU kernel choice. native: torch/MKL/oneDNN pick the fastest code path for this CPU (results may
     differ bit-wise on another CPU). portable: pin the AVX2 paths (ATEN_CPU_CAPABILITY, MKL_CBWR,
-    ONEDNN_MAX_CPU_ISA, thread env) so any x86-64 AVX2 machine gives the same bits (see steprl/run/kernels.py)."""
+    ONEDNN_MAX_CPU_ISA, thread env) so any x86-64 AVX2 machine gives the same bits (see steprl/run/kernels.py).
+    auto (default): portable where the CPU has AVX2 and FMA, else native; resolved when the config is read,
+    so config.yaml records the mode the run used."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -44,8 +46,8 @@ class RunConfig:
             out.append(("threads", f"expected a positive integer, got {self.threads}"))
         if self.device not in ("auto", "cpu", "cuda"):
             out.append(("device", f"expected auto, cpu or cuda, got {self.device!r}"))
-        if self.kernels not in ("native", "portable"):
-            out.append(("kernels", f"expected native or portable, got {self.kernels!r}"))
+        if self.kernels not in ("auto", "native", "portable"):
+            out.append(("kernels", f"expected auto, native or portable, got {self.kernels!r}"))
         if not 0 <= self.seed < 2**63:
             out.append(("seed", f"expected 0 <= seed < 2**63, got {self.seed}"))
         return out
@@ -116,6 +118,8 @@ class DistillConfig:
     """Before distilling, this many SFT steps of the student on the run's warm-up demonstrations (other `warmup.*`
     settings shared, cached like the teacher's warm-up): it learns the protocol cheaply from demos, distillation
     then transfers what RL added. 0: the student starts from its own init."""
+    student_warmup_lr: float | None = None
+    """Peak learning rate of the student's warm-up (None: warmup.lr). A smaller model often takes a larger one."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -134,6 +138,8 @@ class DistillConfig:
             out.append(("kl_coef", f"expected >= 0, got {self.kl_coef}"))
         if self.student_warmup_steps < 0:
             out.append(("student_warmup_steps", f"expected >= 0, got {self.student_warmup_steps}"))
+        if self.student_warmup_lr is not None and not self.student_warmup_lr > 0:
+            out.append(("student_warmup_lr", f"expected > 0 (or null: warmup.lr), got {self.student_warmup_lr}"))
         if self.full_vocab_max <= 0:
             out.append(("full_vocab_max", f"expected a positive integer, got {self.full_vocab_max}"))
         out += [(f"student.{k}", v) for k, v in self.student.check()]

@@ -126,6 +126,9 @@ def replay_device(cfg) -> None:
     from steprl.errors import ConfigError
     from steprl.run.preflight import device_problem
 
+    from steprl.run.kernels import verify
+
+    verify(cfg.run.kernels)  # the recorded kernel mode, or a clear error (never a silent native replay)
     cfg.run.device = resolve_device(cfg.run.device, fresh=False)
     bad = device_problem(cfg)
     if bad:

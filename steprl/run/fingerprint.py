@@ -13,7 +13,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from steprl.run.kernels import PINNED_KEYS, cpu_flags
+from steprl.cpu import cpu_flags
+from steprl.run.kernels import PINNED_KEYS
 
 FILE = "machine.json"
 KERNEL_FLAG_RE = re.compile(r"^(avx2|avx512.*|amx.*|fma|avx_vnni|f16c|sse4_1|sse4_2)$")

@@ -16,7 +16,9 @@ import os
 import sys
 from pathlib import Path
 
-MODES = ("native", "portable")
+from steprl.cpu import portable_problem, resolve_kernels
+
+MODES = ("auto", "native", "portable")
 MODE_VAR = "STEPRL_KERNELS"
 """Set to the mode in every pinned process (Ray workers get it too)."""
 REEXEC_VAR = "STEPRL_KERNELS_REEXEC"
@@ -46,18 +48,6 @@ def check_mode(mode: str) -> str | None:
     return None
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's flags from /proc/cpuinfo (empty where unavailable)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                if ln.startswith("flags"):
-                    return set(ln.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def pinned_env(threads: int) -> dict[str, str]:
     """The environment of a portable process with `threads` torch threads."""
     return {**ISA_ENV, **{k: str(threads) for k in THREAD_VARS}, MODE_VAR: "portable"}
@@ -75,50 +65,74 @@ def worker_env() -> dict[str, str]:
 
 
 def check_machine() -> None:
-    """Portable mode needs AVX2 (x86-64); raise SteprlError otherwise."""
+    """Portable mode needs AVX2 and FMA (x86-64); raise SteprlError otherwise."""
     from steprl.errors import SteprlError
 
-    flags = cpu_flags()
-    if flags and not {"avx2", "fma"} <= flags:
-        raise SteprlError("run.kernels=portable needs an x86-64 CPU with AVX2 and FMA; this CPU lacks "
-                          f"{', '.join(sorted({'avx2', 'fma'} - flags))} (use run.kernels=native)")
-    if not flags:
-        import platform
-
-        if platform.machine() not in ("x86_64", "AMD64"):
-            raise SteprlError(f"run.kernels=portable needs an x86-64 CPU with AVX2; this is {platform.machine()}")
+    problem = portable_problem()
+    if problem:
+        raise SteprlError(f"run.kernels=portable needs an x86-64 CPU with AVX2 and FMA; {problem} "
+                          "(use run.kernels=native)")
 
 
 def ensure(mode: str, threads: int, argv: list[str] | None = None) -> None:
     """Make this process compute in `mode`: set the pinned variables before torch loads.
 
-    native: leaves the user's environment alone. portable: overrides the user's values. If torch
-    is already imported with other values the process re-executes itself (CLI only, argv None);
-    called in-process with an explicit argv it raises instead.
+    native: leaves the user's environment alone. portable (and auto where it resolves to portable):
+    overrides the user's values. If torch is already imported with other ISA values the process
+    re-executes itself (CLI only, argv None); called in-process with an explicit argv it raises instead.
+    Thread counts alone never need a restart: torch.set_num_threads(run.threads) fixes them at run start.
     """
     from steprl.errors import ConfigError, SteprlError
 
     problem = check_mode(mode)
     if problem:
         raise ConfigError(f"run.kernels: {problem}")
-    if mode == "native":
+    if resolve_kernels(mode) == "native":
         return
     check_machine()
     want = pinned_env(threads)
-    differ = {k: v for k, v in want.items() if os.environ.get(k) != v}
-    if not differ:
-        return
+    differ = sorted(k for k in ISA_ENV if os.environ.get(k) != want[k])
     loaded = "torch" in sys.modules
     os.environ.update(want)
-    if not loaded:
+    if not loaded or not differ:
         return
     if argv is not None or os.environ.get(REEXEC_VAR):
-        raise SteprlError("run.kernels=portable: torch was already loaded with other kernel settings "
-                          f"({', '.join(sorted(differ))}); start a fresh process")
+        raise SteprlError(unpinned_message(differ))
     os.environ[REEXEC_VAR] = "1"
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(sys.executable, [sys.executable, "-m", "steprl.cli", *sys.argv[1:]])
+
+
+def unpinned_message(differ: list[str]) -> str:
+    """What to do when torch was loaded before portable mode could pin its kernels."""
+    return ("run.kernels=portable (the default on AVX2 CPUs): torch was imported before its kernels could be pinned "
+            f"({', '.join(differ)} differ); call steprl.run.kernels.pin() before importing torch, run through the "
+            "`steprl` command, or set run.kernels=native (bits then depend on this CPU)")
+
+
+def pin(threads: int = 2) -> None:
+    """For library use: pin the portable kernels in this process. Call before anything imports torch."""
+    ensure("portable", threads, [])
+
+
+def verify(mode: str) -> None:
+    """Raise SteprlError unless this process computes in `mode` (a library caller may have imported torch
+    before pinning); a run never records portable while computing natively."""
+    if mode != "portable":
+        return
+    from steprl.errors import SteprlError
+
+    check_machine()
+    differ = sorted(k for k, v in ISA_ENV.items() if os.environ.get(k) != v)
+    if not differ and "torch" in sys.modules:
+        import torch
+
+        if torch.backends.cpu.get_cpu_capability() != "AVX2":
+            differ = ["ATEN_CPU_CAPABILITY (set after torch read it)"]
+    if differ:
+        raise SteprlError(unpinned_message(differ))
+    os.environ[MODE_VAR] = "portable"  # Ray workers started by this process get the pinned variables
 
 
 def _overrides(items: list[str]) -> dict[str, str]:

@@ -223,7 +223,8 @@ def _train_student(run: RunState, distill_dir: Path, metrics: MetricsLogger, stu
         metrics.truncate_after(start - 1, "distill")
         log.info("distill: resuming from %s", ckpt.path)
     if not info and cfg.distill.student_warmup_steps:  # fresh start: the student learns the protocol from demos
-        warm_up(run, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps)
+        warm_up(run, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps,
+                cfg.distill.student_warmup_lr)
     if not info:
         info = {"teacher": success_fields(run.held_out("teacher").to_dict()),  # measured once per weights
                 "before": student_held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad)}
@@ -293,7 +294,7 @@ def run_standalone(cfg: Config) -> dict[str, Any]:
         raise SteprlError("distill.teacher is not set: pass distill.teacher=<checkpoint dir or run dir>")
     teacher_dir = resolve_policy_dir(cfg.distill.teacher)
     cfg.run.device = resolve_device(cfg.run.device, fresh=True)  # recorded in the distill run's config.yaml
-    setup_torch(cfg.run.threads, cfg.run.device)
+    setup_torch(cfg.run.threads, cfg.run.device, cfg.run.kernels)
     teacher = load_policy(teacher_dir)
     teacher.model.to(cfg.run.device)
     parent = run_path(cfg)

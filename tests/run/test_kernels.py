@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from steprl.cpu import cpu_flags
 from steprl.run import kernels
 from steprl.run.fingerprint import compare
 
@@ -25,7 +26,7 @@ FOREIGN = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_M
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MKL_DYNAMIC": "TRUE"}
 
 needs_avx2 = pytest.mark.skipif(
-    not {"avx2", "fma"} <= kernels.cpu_flags(), reason="portable mode needs an x86-64 CPU with AVX2+FMA"
+    not {"avx2", "fma"} <= cpu_flags(), reason="portable mode needs an x86-64 CPU with AVX2+FMA"
 )
 
 
@@ -98,7 +99,7 @@ def test_native_leaves_shell_values_and_portable_overrides_them():
         [sys.executable, "-c", code, "native"], env=env, check=True, capture_output=True, text=True
     ).stdout.split()
     assert out == ["avx512", "COMPATIBLE", "7", "False"]
-    if {"avx2", "fma"} <= kernels.cpu_flags():
+    if {"avx2", "fma"} <= cpu_flags():
         out = subprocess.run(
             [sys.executable, "-c", code, "portable"], env=env, check=True, capture_output=True, text=True
         ).stdout.split()
@@ -170,3 +171,43 @@ def test_compare_native_env_and_mode_differences():
     assert len(out) == 1 and "MKL_CBWR" in out[0]
     out = compare(_fp(), _fp(kernels="portable"))
     assert any("run.kernels" in line for line in out)
+
+
+def test_auto_resolves_by_cpu(monkeypatch):
+    """The default is portable where the CPU runs the AVX2 paths, native elsewhere; config.yaml records which."""
+    from steprl import cpu
+    from steprl.config import from_dict, load_config, to_dict
+
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: {"avx2", "fma", "sse4_2"})
+    assert load_config("smoke").run.kernels == "portable"
+    assert load_config("smoke", ["run.kernels=native"]).run.kernels == "native"
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: {"sse4_2"})
+    assert load_config("smoke").run.kernels == "native"
+    data = to_dict(load_config("smoke"))
+    del data["run"]["kernels"]  # a config.yaml written before run.kernels existed: that run was native
+    monkeypatch.setattr(cpu, "cpu_flags", lambda: {"avx2", "fma"})
+    assert from_dict(data).run.kernels == "native"
+
+
+@needs_avx2
+def test_library_run_refuses_unpinned_torch(tmp_path):
+    """In-process use after `import torch` cannot pin the kernels: a portable run says so and starts nothing;
+    pin() before torch makes the same call run portable."""
+    code = (
+        "import sys; from pathlib import Path\n"
+        "if sys.argv[1] == 'pin':\n    from steprl.run import kernels; kernels.pin(2)\n"
+        "import torch; torch.zeros(2).sum()\n"
+        "from steprl.config import load_config; from steprl.errors import SteprlError; from steprl.pipeline import train\n"
+        "cfg = load_config('smoke', ['stages=[warmup]', 'warmup.steps=2', f'run.root={sys.argv[2]}', 'run.name=r'])\n"
+        "try:\n    train(cfg); print('trained', torch.backends.cpu.get_cpu_capability())\n"
+        "except SteprlError as e:\n    print('refused:', e)\n"
+        "print(Path(sys.argv[2], 'r').exists())\n"
+    )
+    env = _env({})
+    out = subprocess.run([sys.executable, "-c", code, "plain", str(tmp_path / "a")], env=env, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    assert "refused:" in out and "kernels.pin()" in out and "run.kernels=native" in out
+    assert out.strip().endswith("False")  # no run directory left behind
+    out = subprocess.run([sys.executable, "-c", code, "pin", str(tmp_path / "b")], env=env, check=True,
+                         capture_output=True, text=True, timeout=300).stdout
+    assert "trained AVX2" in out and out.strip().endswith("True")

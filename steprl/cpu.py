@@ -1,0 +1,39 @@
+"""What this CPU can run, read without importing torch (the config reads it to resolve `run.kernels=auto`
+before torch initialises its kernels)."""
+
+from __future__ import annotations
+
+import platform
+
+PORTABLE_FLAGS = frozenset({"avx2", "fma"})
+"""What `run.kernels=portable` needs: the AVX2 code paths it pins."""
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's flags from /proc/cpuinfo (empty where unavailable)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("flags"):
+                    return set(ln.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def portable_problem() -> str | None:
+    """None if this CPU runs the portable (AVX2) kernels, else why not."""
+    flags = cpu_flags()
+    if flags:
+        missing = PORTABLE_FLAGS - flags
+        return f"this CPU lacks {', '.join(sorted(missing))}" if missing else None
+    if platform.machine() not in ("x86_64", "AMD64"):
+        return f"this is {platform.machine()}, not x86-64"
+    return None  # x86-64 without /proc/cpuinfo: assume AVX2, as every x86-64 CPU of the last decade has
+
+
+def resolve_kernels(mode: str) -> str:
+    """`auto` -> portable where the CPU has AVX2+FMA, native elsewhere; other modes unchanged."""
+    if mode != "auto":
+        return mode
+    return "native" if portable_problem() else "portable"
