@@ -167,15 +167,21 @@ class WarmupConfig:
     """Fraction of demonstrations in which the expert answers without the tool (often wrong), leaving room for RL."""
     grad_clip: float = 1.0
     """Global gradient-norm clip; 0 disables."""
+    length_buckets: int = 1
+    """Split each step's batch into this many micro-batches of similar length (sorted by length, each padded to
+    its own longest): less padding to compute on. The loss stays the token mean over the whole batch, so only
+    the float summation order changes (other bits, same expectation); 1: one padded batch."""
     cache: bool = True
     """Reuse a finished warm-up with the same (config, seed) from `<run.root>/.warmup_cache`."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
         out = []
-        for name in ("steps", "batch_size"):
+        for name in ("steps", "batch_size", "length_buckets"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
+        if self.length_buckets > self.batch_size:
+            out.append(("length_buckets", f"expected <= batch_size ({self.batch_size}), got {self.length_buckets}"))
         if not self.lr > 0:
             out.append(("lr", f"expected > 0, got {self.lr}"))
         for name in ("warmup_steps", "grad_clip"):

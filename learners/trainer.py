@@ -146,7 +146,7 @@ def sft_trainer(model: torch.nn.Module, cfg: WarmupConfig, seed: int, pad_id: in
     opt_cfg = OptimizerGuardsConfig(lr=cfg.lr, weight_decay=0.0, warmup_steps=cfg.warmup_steps, schedule="cosine",
                                     grad_clip=cfg.grad_clip)
     guard = GuardedOptimizer(model, opt_cfg, cfg.steps, spike_guard=False, rollback=False, min_lr_ratio=MIN_LR_RATIO)
-    return Trainer(model, SFTObjective(model, pad_id), guard)
+    return Trainer(model, SFTObjective(model, pad_id, cfg.length_buckets), guard)
 
 
 def distill_trainer(student: torch.nn.Module, teacher: torch.nn.Module, cfg: DistillLearnerConfig, *, pad_id: int = 0,

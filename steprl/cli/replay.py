@@ -124,9 +124,8 @@ def replay_device(cfg) -> None:
     determinism settings before CUDA starts (agents/device.py)."""
     from steprl.agents.device import cuda_determinism, resolve_device
     from steprl.errors import ConfigError
-    from steprl.run.preflight import device_problem
-
     from steprl.run.kernels import verify
+    from steprl.run.preflight import device_problem
 
     verify(cfg.run.kernels)  # the recorded kernel mode, or a clear error (never a silent native replay)
     cfg.run.device = resolve_device(cfg.run.device, fresh=False)

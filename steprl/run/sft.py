@@ -28,7 +28,8 @@ LOG_EVERY = 50
 """Warm-up steps between metrics rows (and heap trims)."""
 
 
-def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None, steps: int | None = None) -> str:
+def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None, steps: int | None = None,
+                     lr: float | None = None) -> str:
     """Hash of everything a warm-up result depends on (model, tokenizer, env, warmup, seed, threads)."""
     c = to_dict(run.cfg)
     # run.threads too: float reductions, hence the exact weights, depend on the thread count
@@ -42,9 +43,12 @@ def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None,
         key["model"] = model_section
     if steps is not None:
         key["warmup"]["steps"] = steps
+    if lr is not None:
+        key["warmup"]["lr"] = lr
     key["warmup"].pop("cache", None)
-    if key["warmup"].get("grad_clip") == 1.0:  # the value before it was a setting: cached warm-ups stay valid
-        key["warmup"].pop("grad_clip")
+    for name, before in (("grad_clip", 1.0), ("length_buckets", 1)):  # the values before they were settings:
+        if key["warmup"].get(name) == before:  # cached warm-ups stay valid
+            key["warmup"].pop(name)
     return hashlib.blake2b(json.dumps(key, sort_keys=True).encode(), digest_size=10).hexdigest()
 
 
@@ -59,12 +63,13 @@ def _demonstrations(run: RunState, policy: Policy) -> Any:
 
 
 def warm_up(run: RunState, policy: Policy, stage: str, model_section: dict[str, Any] | None = None,
-            steps: int | None = None) -> tuple[list[float], str | None]:
-    """SFT of `policy` on the env's expert demonstrations (warmup.* settings, `steps` if given), or reuse a
-    cached identical one. Returns (losses, cache directory it came from or None); metrics under `stage`."""
+            steps: int | None = None, lr: float | None = None) -> tuple[list[float], str | None]:
+    """SFT of `policy` on the env's expert demonstrations (warmup.* settings, `steps` and `lr` if given), or
+    reuse a cached identical one. Returns (losses, cache directory it came from or None); metrics under `stage`."""
     cfg = run.cfg
     warmup_cfg = cfg.warmup if steps is None else replace(cfg.warmup, steps=steps)
-    cache = Path(cfg.run.root) / ".warmup_cache" / warmup_cache_key(run, model_section, steps)
+    warmup_cfg = warmup_cfg if lr is None else replace(warmup_cfg, lr=lr)
+    cache = Path(cfg.run.root) / ".warmup_cache" / warmup_cache_key(run, model_section, steps, lr)
     if cfg.warmup.cache and (cache / "model" / "config.json").is_file():
         log.info("%s: reusing cached result %s", stage, cache)
         policy.model.load_state_dict(load_policy(cache / "model").model.state_dict())

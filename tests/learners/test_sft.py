@@ -96,3 +96,39 @@ def test_sft_grad_clip_is_configurable_and_guards_cost_nothing(new_model):
     assert any(not torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())
     with pytest.raises(ValueError, match="grad_clip"):
         sft_trainer(new_model(0), WarmupConfig(grad_clip=-1.0), seed=0, pad_id=0)
+
+
+def test_length_buckets_sort_and_cut():
+    from steprl.learners.sft import length_buckets
+
+    ex = [([1] * n, [0] * n) for n in (5, 2, 9, 2, 7)]
+    parts = length_buckets(ex, 2)
+    assert [[len(t) for t, _ in p] for p in parts] == [[2, 2], [5, 7, 9]]
+    assert parts[0][0] is ex[1] and parts[0][1] is ex[3]  # ties keep their order
+    assert len(length_buckets(ex, 9)) == 5 and length_buckets(ex, 1) == [sorted(ex, key=lambda e: len(e[0]))]
+
+
+def test_length_buckets_give_the_token_mean_gradient_with_less_padding(new_model):
+    """Same loss and gradient as one padded batch (to float tolerance), and deterministic to the bit."""
+    data = [*DATA, ([3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13], [0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1]), ([2, 5], [0, 1])]
+    out, fed = {}, {}
+    for n, seed_model in ((1, 0), (3, 0), (3, 0)):
+        model = new_model(seed_model)
+        model.register_forward_pre_hook(
+            lambda _m, _a, kw, n=n: fed.__setitem__(n, fed.get(n, 0) + kw["input_ids"].numel()), with_kwargs=True
+        )
+        trainer = sft_trainer(model, WarmupConfig(steps=2, warmup_steps=0, lr=1e-2, length_buckets=n), seed=0,
+                              pad_id=0)
+        loss = trainer.update(data)["loss"]
+        out.setdefault(n, []).append((loss, [p.detach().clone() for p in model.parameters()]))
+    assert fed[1] == 5 * 11 and fed[3] == 2 * (2 * 4 + 1 * 5 + 2 * 11)  # tokens computed: 55 vs 35 per update
+    (loss1, w1), = out[1]
+    (loss3, w3), (loss3b, w3b) = out[3]
+    assert loss3 == pytest.approx(loss1, rel=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(w1, w3))
+    assert loss3 == loss3b and all(torch.equal(a, b) for a, b in zip(w3, w3b))
+
+
+def test_length_buckets_is_checked():
+    assert ("length_buckets", "expected a positive integer, got 0") in WarmupConfig(length_buckets=0).check()
+    assert any(k == "length_buckets" for k, _ in WarmupConfig(batch_size=4, length_buckets=5).check())
