@@ -66,10 +66,30 @@ def run_seed(preset: str, seed: int, root: Path, overrides: list[str]) -> dict:
     return row
 
 
-def table(rows: list[dict]) -> str:
-    """Markdown: one row per seed, then mean / min / max of each numeric column."""
+TARGETS = "wall < 300 s; RL >= 0.85 and >= warm-up + 0.25; student retention >= 0.90 and speed-up >= 2x"
+"""The quickstart's promises (issue 19), checked per seed where the row has the stage."""
+
+
+def misses(row: dict) -> list[str]:
+    """The targets this seed's run missed (empty: all met)."""
+    out = []
+    if row.get("wall_s", 0) >= 300:
+        out.append("wall")
+    if "rl" in row and not (row["rl"] >= 0.85 and row["rl"] - row.get("warmup", 0.0) >= 0.25):
+        out.append("rl")
+    if row.get("retention") is not None and row["retention"] < 0.9:
+        out.append("retention")
+    if row.get("speedup") is not None and row["speedup"] < 2:
+        out.append("speedup")
+    return out
+
+
+def table(rows: list[dict], targets: bool = True) -> str:
+    """Markdown: one row per seed (with the quickstart targets it missed, if `targets`), then mean / min / max of
+    each numeric column."""
     cols = ["wall_s", *[s for s in STAGES if any(s in r for r in rows)], "retention", "speedup"]
-    head = "| seed | " + " | ".join(cols) + " |\n|" + "---|" * (len(cols) + 1)
+    end = " | targets |" if targets else " |"
+    head = "| seed | " + " | ".join(cols) + end + "\n|" + "---|" * (len(cols) + 1 + targets)
     lines = [head]
 
     def cell(r: dict, c: str) -> str:
@@ -82,13 +102,15 @@ def table(rows: list[dict]) -> str:
 
     for r in rows:
         cells = [cell(r, c) if "error" not in r else r["error"][0] for c in cols]
-        lines.append(f"| {r['seed']} | " + " | ".join(cells) + " |")
+        missed = misses(r) if "error" not in r else ["failed"]
+        verdict = f" | {'met' if not missed else 'missed: ' + ', '.join(missed)} |" if targets else " |"
+        lines.append(f"| {r['seed']} | " + " | ".join(cells) + verdict)
     for label, fn in (("mean", statistics.fmean), ("min", min), ("max", max)):
         vals = []
         for c in cols:
             xs = [r[c] for r in rows if r.get(c) is not None]
             vals.append("-" if not xs else (f"{fn(xs):.0f}" if c == "wall_s" else f"{fn(xs):.3f}"))
-        lines.append(f"| {label} | " + " | ".join(vals) + " |")
+        lines.append(f"| {label} | " + " | ".join(vals) + (" | |" if targets else " |"))
     return "\n".join(lines)
 
 
@@ -106,7 +128,8 @@ def main() -> int:
         rows.append(run_seed(args.preset, seed, root, overrides))
         sys.stdout.write(f"seed {seed}: {json.dumps(rows[-1])}\n")
         sys.stdout.flush()
-    sys.stdout.write(f"\n{args.preset} {' '.join(overrides)} on {cpu_model()}, {root}\n\n{table(rows)}\n")
+    tab = table(rows, targets=args.preset == "quickstart")
+    sys.stdout.write(f"\n{args.preset} {' '.join(overrides)} on {cpu_model()}, {root}\n\n{tab}\n")
     if args.json_path:
         Path(args.json_path).write_text(json.dumps({"preset": args.preset, "overrides": overrides, "cpu": cpu_model(),
                                                     "rows": rows}, indent=1))

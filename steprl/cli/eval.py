@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
     env_kwargs = _env_kwargs(args, base, env_id)
     seed = args.seed if args.seed is not None else (base.run.seed if base else 0)
     sampling = base.rollout.sampling if base else SamplingConfig()
-    setup_torch(args.threads)
+    setup_torch(args.threads, "cpu", base.run.kernels if base else "native")
     held_out = HeldOut(seed, env_id, args.episodes, args.micro_batch, args.greedy)
     results = []
     for name, d in zip(args.policies, dirs):

@@ -135,13 +135,25 @@ def verify(mode: str) -> None:
     os.environ[MODE_VAR] = "portable"  # Ray workers started by this process get the pinned variables
 
 
+def _run_kernels(policy: Path) -> str:
+    """run.kernels recorded by the run directory holding `policy` (itself, or a checkpoint's model dir in it)."""
+    import yaml
+
+    for d in (policy, policy.parent.parent, policy.parent.parent.parent):
+        if (d / "config.yaml").is_file() and (d / "checkpoints").is_dir():
+            run = (yaml.safe_load((d / "config.yaml").read_text()) or {}).get("run") or {}
+            return str(run.get("kernels", "native"))
+    return "native"
+
+
 def _overrides(items: list[str]) -> dict[str, str]:
     return {k.strip(): v.strip() for k, _, v in (i.partition("=") for i in items if "=" in i and not i.startswith("-"))}
 
 
 def mode_from_argv(argv: list[str]) -> tuple[str, int] | None:
     """(run.kernels, run.threads) of the command in `argv` without importing torch; None when the
-    command has no run config (eval, envs) or it cannot be read (the command reports that itself)."""
+    command has no run config (envs) or it cannot be read (the command reports that itself). `eval`
+    computes in the kernels of the run its first policy comes from, with its --threads."""
     args = [a for a in argv if a not in ("-v", "--verbose")]
     if len(args) < 2:
         return None
@@ -152,6 +164,9 @@ def mode_from_argv(argv: list[str]) -> tuple[str, int] | None:
 
             cfg = compose_config(target, [r for r in rest if "=" in r and not r.startswith("-")])
             return cfg.run.kernels, cfg.run.threads
+        if cmd == "eval":  # the kernels of the run the first policy belongs to (a bare model dir: native)
+            threads = next((int(b) for a, b in zip(args, args[1:]) if a == "--threads"), 2)
+            return _run_kernels(Path(target)), threads
         if cmd in ("resume", "replay"):
             import yaml
 

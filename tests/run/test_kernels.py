@@ -124,7 +124,11 @@ def test_mode_from_argv_reads_config_without_torch(tmp_path):
     (tmp_path / "config.yaml").write_text("run: {kernels: portable, threads: 1}\n")
     assert kernels.mode_from_argv(["replay", str(tmp_path), "--step", "0"]) == ("portable", 1)
     assert kernels.mode_from_argv(["resume", str(tmp_path), "run.threads=4"]) == ("portable", 4)
-    assert kernels.mode_from_argv(["eval", "x"]) is None
+    assert kernels.mode_from_argv(["eval", "x"]) == ("native", 2)  # not a run's policy: the machine's kernels
+    (tmp_path / "checkpoints" / "step_000003" / "model").mkdir(parents=True)
+    assert kernels.mode_from_argv(["eval", str(tmp_path / "checkpoints" / "step_000003" / "model"), "--threads",
+                                   "3"]) == ("portable", 3)
+    assert kernels.mode_from_argv(["envs"]) is None
 
 
 def _fp(**kw):
