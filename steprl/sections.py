@@ -117,7 +117,8 @@ class DistillConfig:
     student_warmup_steps: int = 0
     """Before distilling, this many SFT steps of the student on the run's warm-up demonstrations (other `warmup.*`
     settings shared, cached like the teacher's warm-up): it learns the protocol cheaply from demos, distillation
-    then transfers what RL added. 0: the student starts from its own init."""
+    then transfers what RL added. Step k uses the teacher's batch k mod warmup.steps (more steps than the teacher
+    repeat its batches). 0: the student starts from its own init."""
     student_warmup_lr: float | None = None
     """Peak learning rate of the student's warm-up (None: warmup.lr). A smaller model often takes a larger one."""
 

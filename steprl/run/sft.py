@@ -42,6 +42,7 @@ def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None,
     if model_section is not None:  # another model on the same demonstrations (the distillation student)
         key["model"] = model_section
     if steps is not None:
+        key["demo_cycle"] = key["warmup"]["steps"]  # a student cycles through the teacher's warm-up batches
         key["warmup"]["steps"] = steps
     if lr is not None:
         key["warmup"]["lr"] = lr
@@ -65,7 +66,11 @@ def _demonstrations(run: RunState, policy: Policy) -> Any:
 def warm_up(run: RunState, policy: Policy, stage: str, model_section: dict[str, Any] | None = None,
             steps: int | None = None, lr: float | None = None) -> tuple[list[float], str | None]:
     """SFT of `policy` on the env's expert demonstrations (warmup.* settings, `steps` and `lr` if given), or
-    reuse a cached identical one. Returns (losses, cache directory it came from or None); metrics under `stage`."""
+    reuse a cached identical one. Returns (losses, cache directory it came from or None); metrics under `stage`.
+
+    With `steps` given (the distillation student) step k trains on the teacher's warm-up batch k mod
+    warmup.steps: the same demonstrations, already built and memoised in a `train` run, so a student warming
+    up longer than the teacher repeats them rather than paying for new ones (~10 ms a batch of 32)."""
     cfg = run.cfg
     warmup_cfg = cfg.warmup if steps is None else replace(cfg.warmup, steps=steps)
     warmup_cfg = warmup_cfg if lr is None else replace(warmup_cfg, lr=lr)
@@ -88,7 +93,12 @@ def warm_up(run: RunState, policy: Policy, stage: str, model_section: dict[str, 
         if run.stop_requested:
             raise KeyboardInterrupt
 
-    losses = trainer.run(_demonstrations(run, policy), on_step=on_step)
+    demos = _demonstrations(run, policy)
+    if steps is not None:  # another model (the student): exactly the teacher's batches, cycled past their end
+        cycle = cfg.warmup.steps
+        losses = trainer.run(lambda k: demos(k % cycle), on_step=on_step)
+    else:
+        losses = trainer.run(demos, on_step=on_step)
     bar.close()
     if cfg.warmup.cache:
         tmp = cache.with_name(cache.name + ".tmp")
