@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from steprl.cpu import cpu_flags
-from steprl.run.kernels import PINNED_KEYS
+from steprl.run.kernels import PINNED_KEYS, THREAD_VARS
 
 FILE = "machine.json"
 KERNEL_FLAG_RE = re.compile(r"^(avx2|avx512.*|amx.*|fma|avx_vnni|f16c|sse4_1|sse4_2)$")
@@ -91,9 +91,9 @@ def compare(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     if recorded.get("kernels") != current.get("kernels"):
         out.append(f"run.kernels: recorded {recorded.get('kernels')}, here {current.get('kernels')}: "
                    "results differ bit-wise; use the recorded value")
-    elif portable:
+    elif portable:  # thread variables aside: `threads` (run.threads, set by torch.set_num_threads) is compared above
         renv, cenv = recorded.get("env") or {}, current.get("env") or {}
-        diff = sorted(k for k in set(renv) | set(cenv) if renv.get(k) != cenv.get(k))
+        diff = sorted(k for k in set(renv) | set(cenv) if renv.get(k) != cenv.get(k) and k not in THREAD_VARS)
         if diff:
             out.append(f"pinned kernel variables differ ({', '.join(diff)}): this steprl pins other values "
                        "than the one that recorded the run; results may differ bit-wise")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -10,6 +11,7 @@ import torch
 
 from steprl.rollout.backends.hf import GenerationBatch
 from steprl.rollout.sampler import SamplingParams, filtered_logprobs
+from steprl.run.kernels import PINNED_KEYS
 
 VOWELS = list("aeiou")
 
@@ -62,7 +64,9 @@ def test_replay_bitwise_in_fresh_process(policy):
         check=True,
         capture_output=True,
         text=True,
-        env={"PYTHONHASHSEED": "99", "PATH": ""},
+        # a bare environment, except the kernel pins this process computes under (tests/conftest.py): other
+        # kernel paths give other last bits, which is what run.kernels is about, not what this test checks
+        env={"PYTHONHASHSEED": "99", "PATH": "", **{k: os.environ[k] for k in PINNED_KEYS if k in os.environ}},
     )
     assert out.stdout.strip().splitlines()[-1] == here
     assert here != as_json(episode(policy, [k + 1 for k in KEYS], PARAMS)[0])  # keys matter

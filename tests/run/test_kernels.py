@@ -216,3 +216,13 @@ def test_library_run_refuses_unpinned_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code, "pin", str(tmp_path / "b")], env=env, check=True,
                          capture_output=True, text=True, timeout=300).stdout
     assert "trained AVX2" in out and out.strip().endswith("True")
+
+
+def test_compare_portable_ignores_thread_variables_but_not_isa_ones():
+    """A library-trained portable run records the process's OMP/MKL thread variables, which need not equal
+    run.threads (torch.set_num_threads sets the threads); only the ISA pins and `threads` itself matter."""
+    env = {**kernels.ISA_ENV, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    rec = _fp(kernels="portable", cpu_capability="AVX2", env=env, threads=1)
+    assert compare(rec, rec | {"env": {**env, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}}) == []
+    out = compare(rec, rec | {"env": {**env, "MKL_CBWR": "COMPATIBLE"}})
+    assert len(out) == 1 and "MKL_CBWR" in out[0]
