@@ -41,12 +41,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_config_for(policy: Path) -> Any:
     """The saved config of the run a policy belongs to, or None."""
+    from steprl.run.kernels import run_dir_of
     from steprl.run.run_dir import open_run_dir
 
-    for d in (policy, policy.parent.parent, policy.parent.parent.parent):
-        if (d / "config.yaml").is_file() and (d / "checkpoints").is_dir():
-            return open_run_dir(d)[1]
-    return None
+    d = run_dir_of(policy)
+    return None if d is None else open_run_dir(d)[1]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -135,15 +135,22 @@ def verify(mode: str) -> None:
     os.environ[MODE_VAR] = "portable"  # Ray workers started by this process get the pinned variables
 
 
-def _run_kernels(policy: Path) -> str:
-    """run.kernels recorded by the run directory holding `policy` (itself, or a checkpoint's model dir in it)."""
-    import yaml
-
+def run_dir_of(policy: Path) -> Path | None:
+    """The run directory holding `policy` (the run dir itself, or a checkpoint or its model dir inside it)."""
     for d in (policy, policy.parent.parent, policy.parent.parent.parent):
         if (d / "config.yaml").is_file() and (d / "checkpoints").is_dir():
-            run = (yaml.safe_load((d / "config.yaml").read_text()) or {}).get("run") or {}
-            return str(run.get("kernels", "native"))
-    return "native"
+            return d
+    return None
+
+
+def _run_kernels(policy: Path) -> str:
+    """run.kernels recorded by the run directory holding `policy` (native when there is none)."""
+    import yaml
+
+    d = run_dir_of(policy)
+    if d is None:
+        return "native"
+    return str(((yaml.safe_load((d / "config.yaml").read_text()) or {}).get("run") or {}).get("kernels", "native"))
 
 
 def _overrides(items: list[str]) -> dict[str, str]:
