@@ -44,7 +44,7 @@ from steprl.run.evaluate import HeldOut, evaluate, success_fields
 from steprl.run.lock import RunLock
 from steprl.run.loop import Loop, run_steps
 from steprl.run.metrics import MetricsLogger
-from steprl.run.pools import make_pool
+from steprl.run.pools import LazyPool
 from steprl.run.run_dir import run_path, write_summary
 from steprl.run.sft import warm_up
 from steprl.run.state import RunState
@@ -205,15 +205,15 @@ def _checkpoint_to_resume(distill_dir: Path, fingerprint: str, metrics: MetricsL
 
 
 def _train_student(run: RunState, distill_dir: Path, metrics: MetricsLogger, student: Policy,
-                   s_pool: RolloutPool) -> tuple[dict[str, Any], dict[str, Any], Path]:
+                   student_pool: LazyPool) -> tuple[dict[str, Any], dict[str, Any], Path]:
     """Resume or start (student warm-up, 'before' numbers), the step loop, the 'after' numbers.
 
-    Returns (held-out 'teacher' and 'before' numbers, 'after' numbers, last checkpoint).
+    The student's pool is built after its warm-up (LazyPool says why). Returns (held-out 'teacher' and
+    'before' numbers, 'after' numbers, last checkpoint).
     """
     cfg, teacher = run.cfg, run.policy
     trainer, on_mode, off_mode = make_trainer(cfg, student, teacher)
     pad = student.tokenizer.pad_token_id
-    t_pool = run.get_pool()
     fingerprint = weights_fingerprint(teacher.model)
     ckpt = _checkpoint_to_resume(distill_dir, fingerprint, metrics)
     start, info = 0, {}
@@ -225,6 +225,7 @@ def _train_student(run: RunState, distill_dir: Path, metrics: MetricsLogger, stu
     if not info and cfg.distill.student_warmup_steps:  # fresh start: the student learns the protocol from demos
         warm_up(run, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps,
                 cfg.distill.student_warmup_lr)
+    s_pool, t_pool = student_pool.get(), run.get_pool()  # both after the warm-up (a standalone distill starts Ray here)
     if not info:
         info = {"teacher": success_fields(run.held_out("teacher").to_dict()),  # measured once per weights
                 "before": student_held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad)}
@@ -270,16 +271,14 @@ def run(run: RunState) -> dict[str, Any]:
         (distill_dir / "config.yaml").write_text(to_yaml(cfg))
     student = build_student(cfg, teacher)
     grad_flags = [p.requires_grad for p in teacher.model.parameters()]
-    metrics, s_pool = MetricsLogger(distill_dir), None
+    metrics, s_pool = MetricsLogger(distill_dir), LazyPool(cfg, student)
     try:
-        s_pool = make_pool(cfg, student, reserve_cpus=False)
         info, after, path = _train_student(run, distill_dir, metrics, student, s_pool)
     finally:
         for p, flag in zip(teacher.model.parameters(), grad_flags):
             p.requires_grad_(flag)
         metrics.close()
-        if s_pool is not None:
-            s_pool.close()
+        s_pool.close()
     result = _result(cfg, distill_dir, info, after, path, student, teacher)
     write_summary(
         distill_dir, {"stages": {"distill": result}, "final_checkpoint": str(path), "params": result["student_params"]}

@@ -173,6 +173,22 @@ def test_student_warmup_brings_the_student_closer_to_the_teacher_before_distilli
     assert rows and rows[0]["step"] == 0
 
 
+
+def test_student_pools_start_after_the_student_warm_up(tmp_path, teacher_run, monkeypatch):
+    """Rollout workers started during a warm-up steal CPU from its OpenMP threads (run/pools.py LazyPool):
+    a fresh distillation builds the student's and the teacher's pools only once the student has warmed up."""
+    import steprl.run.pools as pools
+    import steprl.run.state as state
+    import steprl.stages.distill as distill
+
+    events: list[str] = []
+    real_pool, real_warm = pools.make_pool, distill.warm_up
+    for module in (pools, state):  # LazyPool (the student's) and RunState.get_pool (the teacher's)
+        monkeypatch.setattr(module, "make_pool", lambda *a, **k: (events.append("pool"), real_pool(*a, **k))[1])
+    monkeypatch.setattr(distill, "warm_up", lambda *a, **k: (events.append("warm_up"), real_warm(*a, **k))[1])
+    distill_from_config(_cfg(tmp_path, teacher_run, "distill.steps=1", "distill.student_warmup_steps=3"))
+    assert events == ["warm_up", "pool", "pool"], events  # the student's pool, then the teacher's (standalone)
+
 def test_train_with_distill_and_eval_stages_prints_teacher_and_student_side_by_side(tmp_path, capsys):
     rc = main(
         [
