@@ -34,3 +34,23 @@ def test_student_cycles_through_the_teachers_batches(tmp_path, monkeypatch):
     section = to_dict(cfg)["distill"]["student"]
     assert sft.warmup_cache_key(run, section, 7) != sft.warmup_cache_key(
         RunState(other, tmp_path, run.policy, run.metrics, {}), section, 7)
+
+
+def test_warm_up_trains_with_eager_attention_and_gives_the_model_back_as_it_was(tmp_path, monkeypatch):
+    """sft.SFT_ATTENTION while the warm-up trains (faster on CPU), the model's own kernel after."""
+    cfg = load_config("smoke", ["warmup.steps=2", "warmup.batch_size=2", f"run.root={tmp_path}", "warmup.cache=false"])
+    policy = build_policy(cfg.model, cfg.tokenizer, 0)
+    seen: list[str] = []
+    real = sft._demonstrations
+
+    def recording(run, pol):
+        demos = real(run, pol)
+        return lambda k: (seen.append(pol.model.config._attn_implementation), demos(k))[1]
+
+    monkeypatch.setattr(sft, "_demonstrations", recording)
+    torch.set_num_threads(1)
+    run = RunState(cfg, tmp_path, policy, MetricsLogger(tmp_path), {})
+    before = policy.model.config._attn_implementation
+    sft.warm_up(run, policy, "warmup")
+    assert seen == [sft.SFT_ATTENTION] * 2 and sft.SFT_ATTENTION != before
+    assert policy.model.config._attn_implementation == before
