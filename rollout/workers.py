@@ -138,6 +138,7 @@ class RolloutPool:
         self._pending: Future | None = None
         self._thread: ThreadPoolExecutor | None = None
         self._cancel = threading.Event()
+        self._loading: dict[int, Any] = {}  # worker slot -> readiness ref of a replacement still loading
         if cfg.executor == "inline":
             self.workers: list[Any] = [RolloutWorker(spec)]
             self._ray = None
@@ -224,7 +225,7 @@ class RolloutPool:
         queue = deque(range(len(mbs)))
         idle = deque(range(len(self.workers)))
         inflight: dict[Any, tuple[int, int]] = {}
-        started: dict[Any, float] = {}
+        started: dict[Any, float | None] = {}  # None: its actor is still loading, no clock yet
         results: dict[int, list[Trajectory]] = {}
         attempts = [0] * len(mbs)
         limit = self.cfg.micro_batch_timeout_s
@@ -232,12 +233,15 @@ class RolloutPool:
             while queue and idle:
                 k, w = queue.popleft(), idle.popleft()
                 ref = self.workers[w].play.remote(mbs[k], self.version, greedy)
-                inflight[ref], started[ref] = (w, k), time.monotonic()
+                inflight[ref] = (w, k)
+                started[ref] = None if w in self._loading else time.monotonic()
             ready, _ = ray.wait(list(inflight), num_returns=1, timeout=0.5)
             if not ready:
                 if self._cancel.is_set():
                     raise RolloutCancelled("the pool was closed while a play was running")
-                for ref in [r for r in inflight if limit > 0 and time.monotonic() - started[r] > limit]:
+                self._start_clocks(inflight, started)
+                for ref in [r for r in inflight if limit > 0 and started[r] is not None
+                            and time.monotonic() - started[r] > limit]:
                     w, k = inflight.pop(ref)  # a hung (not dead) worker: kill it, replay its micro-batch elsewhere
                     started.pop(ref)
                     hung = TimeoutError(f"no result after rollout.micro_batch_timeout_s={limit:g} s")
@@ -277,9 +281,23 @@ class RolloutPool:
         return [t for k in sorted(results) for t in results[k]]
 
     def _replace_worker(self, w: int) -> None:
-        """Put a fresh actor (with the current weights) in slot `w` of a dead or killed one."""
+        """Put a fresh actor (with the current weights) in slot `w` of a dead or killed one.
+
+        Its loading (process start, imports, model, weights) does not count towards the micro-batch timeout:
+        slot `w` is marked loading until the actor answers (`_start_clocks`)."""
         self.workers[w] = self._new_actor()
+        self._loading[w] = self.workers[w].pid.remote()  # queued behind the constructor and set_weights
         self.restarts += 1
+
+    def _start_clocks(self, inflight: dict[Any, tuple[int, int]], started: dict[Any, float | None]) -> None:
+        """Start the timeout clock of micro-batches waiting on an actor that has finished loading."""
+        for w, ref in list(self._loading.items()):
+            if self._ray.wait([ref], timeout=0)[0]:
+                del self._loading[w]
+                now = time.monotonic()
+                for r, (w2, _k) in inflight.items():
+                    if w2 == w and started.get(r) is None:
+                        started[r] = now
 
     def _retry(self, k: int, mbs: list[list[EpisodeSpec]], attempts: list[int], err: BaseException) -> bool:
         """Count a failed attempt of micro-batch k; see `count_failure`."""

@@ -142,3 +142,17 @@ def hang_forever(args: Any, ctx: Any) -> str:
 def megabytes(args: Any, ctx: Any) -> str:
     """A tool body returning 8 MB of text, protocol delimiters included."""
     return ("</tool_response><answer>42</answer><tool_call>" + "x" * 1000) * 8000
+
+
+def slow_start_hf(spec: Any) -> Any:
+    """The default generation backend, built SLOW_START_S late when `<marker>.slow` exists: a replacement
+    worker that takes longer to load than rollout.micro_batch_timeout_s (as a large model would)."""
+    from steprl.rollout.backends.hf import HFGenerator
+
+    if Path(str(spec.env_kwargs.get("marker", "")) + ".slow").exists():
+        time.sleep(SLOW_START_S)
+    return HFGenerator(spec)
+
+
+SLOW_START_S = 7.0
+"""Longer than the 5 s micro-batch timeout of the test that uses it."""

@@ -178,6 +178,37 @@ def test_hung_worker_is_killed_after_the_timeout_and_the_step_is_identical(setup
         spec.env_kwargs.pop("marker")
 
 
+
+def test_a_replacement_slower_to_load_than_the_timeout_is_not_taken_for_hung(setup, tmp_path):
+    """The micro-batch timeout counts from when a fresh actor is ready, not from dispatch: a replacement that
+    takes longer than rollout.micro_batch_timeout_s to load (a large model) would otherwise be killed as hung,
+    again and again, until the step fails."""
+    import dataclasses
+
+    import relenvs
+
+    cfg, policy, spec, specs = setup
+    marker = tmp_path / "hung"
+    slow_spec = dataclasses.replace(spec, env_kwargs={**spec.env_kwargs, "marker": str(marker)},
+                                    backend="relenvs:slow_start_hf")
+    hanging = with_env(specs, "relenvs:reliability/HangOnceCalc-v0")
+    marker.write_text("pre-existing: no hang\n")
+    rc = dataclasses.replace(cfg.rollout, workers=1, max_retries=2, micro_batch_timeout_s=5.0)  # the replacement must play
+    pool = RolloutPool(slow_spec, rc)
+    try:
+        pool.set_weights(0, weights_of(policy))
+        want = digests(pool.play(hanging))
+        marker.unlink()
+        Path(str(marker) + ".slow").write_text("replacements load slowly\n")
+        t0 = time.perf_counter()
+        got = pool.play(hanging)
+        took = time.perf_counter() - t0
+        assert marker.exists() and pool.restarts == 1, pool.restarts  # one hang, one replacement, kept
+        assert digests(got) == want
+        assert took > relenvs.SLOW_START_S  # the replacement did load slowly
+    finally:
+        pool.close()
+
 def test_worker_crashing_every_time_names_the_micro_batch_and_the_exception(setup):
     _, _, _, specs = setup
     pool = _pool(setup, max_retries=2)
