@@ -193,7 +193,8 @@ def test_a_replacement_slower_to_load_than_the_timeout_is_not_taken_for_hung(set
                                     backend="relenvs:slow_start_hf")
     hanging = with_env(specs, "relenvs:reliability/HangOnceCalc-v0")
     marker.write_text("pre-existing: no hang\n")
-    rc = dataclasses.replace(cfg.rollout, workers=1, max_retries=2, micro_batch_timeout_s=5.0)  # the replacement must play
+    # one worker: the replacement itself must play the hung micro-batch
+    rc = dataclasses.replace(cfg.rollout, workers=1, max_retries=2, micro_batch_timeout_s=5.0)
     pool = RolloutPool(slow_spec, rc)
     try:
         pool.set_weights(0, weights_of(policy))
