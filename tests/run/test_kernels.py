@@ -19,7 +19,7 @@ from steprl.run.fingerprint import compare
 # The final learner.safetensors of RUN_ARGS with run.kernels=portable. Everything that feeds it is
 # pinned (ATen AVX2 kernels, MKL CBWR=AVX2, oneDNN AVX2, 2 threads), so any x86-64 AVX2 machine
 # with the same torch/MKL builds must produce it.
-GOLDEN = "0d94069b044d743cf4fc63fc8ea7373acb393379e6147cbc42685836b1a4fee8"
+GOLDEN = "a6717a837c903667ab2ff425af3c1741e886cb5a32f8cabede014cd2f70e636c"
 RUN_ARGS = ["train", "smoke", "warmup.steps=4", "rl.steps=1", "stages=[warmup,rl]"]
 # kernel paths other machines would take (emulated from outside)
 FOREIGN = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
