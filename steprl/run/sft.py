@@ -28,12 +28,22 @@ LOG_EVERY = 50
 """Warm-up steps between metrics rows (and heap trims)."""
 
 SFT_ATTENTION = "eager"
-"""transformers' attention kernel while a warm-up trains (the model's own, sdpa, is restored after).
+"""transformers' attention kernel while a small model warms up on a CPU (`sft_attention`); restored after.
 
 On the quickstart's short padded batches the plain matmul-softmax path beats CPU flash attention forward +
 backward: teacher 55.5 -> 52.2 ms a step, student 26.8 -> 24.7 ms (`python bench/sft_buckets.py`, portable
 kernels, 2 threads, AMD EPYC AVX-512). Rollouts (their own fused forward) and the RL learner are unchanged.
 """
+
+EAGER_MAX_POSITIONS = 1024
+"""Eager attention materialises [B, heads, T, T] scores: only for models whose context is at most this long."""
+
+
+def sft_attention(model: Any) -> str | None:
+    """SFT_ATTENTION for a short-context model on a CPU (where it was measured to pay), else None (keep the model's)."""
+    on_cpu = next(model.parameters()).device.type == "cpu"
+    short = int(getattr(model.config, "max_position_embeddings", 1 << 30)) <= EAGER_MAX_POSITIONS
+    return SFT_ATTENTION if on_cpu and short else None
 
 
 def warmup_cache_key(run: RunState, model_section: dict[str, Any] | None = None, steps: int | None = None,
@@ -107,12 +117,14 @@ def warm_up(run: RunState, policy: Policy, stage: str, model_section: dict[str, 
         demos_of = lambda k: demos(k % cycle)  # noqa: E731
     else:
         demos_of = demos
-    attention = policy.model.config._attn_implementation
-    policy.model.set_attn_implementation(SFT_ATTENTION)
+    attention, during = policy.model.config._attn_implementation, sft_attention(policy.model)
+    if during is not None:
+        policy.model.set_attn_implementation(during)
     try:
         losses = trainer.run(demos_of, on_step=on_step)
     finally:
-        policy.model.set_attn_implementation(attention)
+        if during is not None:
+            policy.model.set_attn_implementation(attention)
     bar.close()
     if cfg.warmup.cache:
         tmp = cache.with_name(cache.name + ".tmp")

@@ -54,3 +54,6 @@ def test_warm_up_trains_with_eager_attention_and_gives_the_model_back_as_it_was(
     sft.warm_up(run, policy, "warmup")
     assert seen == [sft.SFT_ATTENTION] * 2 and sft.SFT_ATTENTION != before
     assert policy.model.config._attn_implementation == before
+    # a long-context model keeps its own kernel (eager would materialise T x T scores)
+    policy.model.config.max_position_embeddings = sft.EAGER_MAX_POSITIONS + 1
+    assert sft.sft_attention(policy.model) is None
