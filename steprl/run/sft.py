@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from steprl.agents.policy import Policy, load_policy, save_policy
 from steprl.config import to_dict
+from steprl.learners.precision import model_device
 from steprl.learners.trainer import sft_trainer
 from steprl.run.demos import demo_batches
 from steprl.run.memory import release_free_memory
@@ -41,7 +42,7 @@ EAGER_MAX_POSITIONS = 1024
 
 def sft_attention(model: Any) -> str | None:
     """SFT_ATTENTION for a short-context model on a CPU (where it was measured to pay), else None (keep the model's)."""
-    on_cpu = next(model.parameters()).device.type == "cpu"
+    on_cpu = model_device(model).type == "cpu"
     short = int(getattr(model.config, "max_position_embeddings", 1 << 30)) <= EAGER_MAX_POSITIONS
     return SFT_ATTENTION if on_cpu and short else None
 
