@@ -57,6 +57,22 @@ def supports(model: Any) -> bool:
             and not (cfg.model_type == "llama" and getattr(cfg, "attention_bias", False)))
 
 
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+    """Attention of one new position per row as two batched matmuls and a softmax: q [B, H, 1, D], k/v [B, KV, S, D],
+    additive mask [B, 1, 1, S] -> [B, H, 1, D].
+
+    CPU `scaled_dot_product_attention` runs its flash kernel even for a single query, and at decode shapes that kernel,
+    not the matmuls, was the largest share of a quickstart-sized decode step (`python bench/profile_step.py`: 47% of
+    the step at batch 64); the plain form is the same math (float32 rounding apart). Grouped-query heads share their
+    key/value head by viewing the G = H / KV query heads of a group as G rows of one query block (no key copy).
+    """
+    B, H, _, D = q.shape
+    KV = k.shape[1]
+    qg = q.reshape(B, KV, H // KV, D)  # head h belongs to kv head h // G, as in repeat_kv
+    scores = torch.matmul(qg, k.transpose(-1, -2)).mul_(scale).add_(mask)  # [B, KV, G, S]; mask broadcasts over KV, G
+    return torch.matmul(torch.softmax(scores, dim=-1), v).reshape(B, H, 1, D)
+
+
 class FastCausalLM:
     """Wraps a Llama/Qwen2 `*ForCausalLM` for the sampler; call `refresh()` after its weights change."""
 
@@ -146,8 +162,11 @@ class FastCausalLM:
             q = qk[:, :, :H].transpose(1, 2)
             k = qk[:, :, H:].transpose(1, 2)
             k_all, v_all = cache.update(k, v.transpose(1, 2), i)
-            attn = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=attention_mask, scale=D ** -0.5,
-                                                  enable_gqa=H != KV)
+            if L == 1:
+                attn = decode_attention(q, k_all, v_all, attention_mask, D ** -0.5)
+            else:
+                attn = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=attention_mask, scale=D ** -0.5,
+                                                      enable_gqa=H != KV)
             x = x + self._linear(attn.transpose(1, 2).reshape(B, L, H * D), ly.o_w)
             h = F.rms_norm(x, (hidden,), ly.ln2, self.eps)
             gate, up = self._linear(h, ly.gate_up_w).chunk(2, dim=-1)
