@@ -57,7 +57,9 @@ def supports(model: Any) -> bool:
             and not (cfg.model_type == "llama" and getattr(cfg, "attention_bias", False)))
 
 
-def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float) -> torch.Tensor:
+def decode_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor, scale: float
+) -> torch.Tensor:
     """Attention of one new position per row as two batched matmuls and a softmax: q [B, H, 1, D], k/v [B, KV, S, D],
     additive mask [B, 1, 1, S] -> [B, H, 1, D].
 
