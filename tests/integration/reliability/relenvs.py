@@ -31,9 +31,14 @@ class OnceCalc(CalculatorEnv):
 
     def step(self, action: Any):
         """Misbehave the first time any instance steps, then play normally."""
-        if not self.marker.exists():
-            self.marker.write_text(f"{type(self).__name__} misbehaved once\n")
-            self.misbehave()
+        # O_EXCL: exactly one process wins the create. Checking exists() then writing let two workers stepping
+        # at the same moment both misbehave (two hung actors, restarts 2 in CI under load).
+        try:
+            with self.marker.open("x") as f:
+                f.write(f"{type(self).__name__} misbehaved once\n")
+        except FileExistsError:
+            return super().step(action)
+        self.misbehave()
         return super().step(action)
 
 
