@@ -72,7 +72,10 @@ def machine_meta(threads: int) -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:  # pragma: no cover - not on every platform
         load = (float("nan"),) * 3
+    from seeds import cpu_model  # bench/ is on sys.path: one definition of "the machine" for every script
+
     return {
+        "cpu": cpu_model(),
         "nproc": os.cpu_count(),
         "threads": threads,
         "torch": torch.__version__,

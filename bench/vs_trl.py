@@ -8,8 +8,11 @@ TRL gets the exact prompt text steprl renders (system prompt + question) as plai
 8 prompts x `num_generations=8`. Same reward: the compact protocol's parse of the completion,
 1.0 iff the answer equals the exact result (what the env scores). Same budget: 32 completion
 tokens (TRL `max_completion_length=32` with `min_new_tokens=32`, so EOS never ends a row early;
-steprl `max_new_tokens=32`, a random-init model almost never emits a stop string). float32,
-2 torch threads, `use_cpu=True`, `bf16=False`, `gradient_checkpointing=False`, beta 0 (no
+steprl `max_new_tokens=32`, a random-init model almost never emits a stop string). Like with like:
+`--dtype float32` (default) runs both in float32 (TRL `bf16=False`); `--dtype bfloat16` runs steprl with
+`learner.dtype=rollout.dtype=bfloat16` and TRL with `bf16=True` (accelerate's CPU autocast), both with float32
+master weights; `--trl-dtype float32` keeps TRL in float32 against a bf16 steprl (the issue-18 target "bf16 >= 2.5x
+TRL float32" on an AMX CPU). 2 torch threads, `use_cpu=True`, `gradient_checkpointing=False`, beta 0 (no
 reference model), 1 iteration per generation, lr 1e-4, clip 0.2/0.28, grad clip 1.0, temperature 1.
 
 steprl side: `RolloutPool` (inline, one generation micro-batch of 64) + `rl_trainer(...).update`
@@ -20,7 +23,7 @@ completion tokens/s (generated tokens of the timed steps / their wall time) and 
 Prints a table and writes bench/results/vs_trl.json.
 
     pip install -e '.[bench]'          # trl, datasets, accelerate
-    python bench/vs_trl.py [--steps 20] [--model quickstart|10m] [--quick]
+    python bench/vs_trl.py [--steps 20] [--model quickstart|10m] [--dtype float32|bfloat16] [--trl-dtype ...] [--quick]
 """
 
 from __future__ import annotations
@@ -48,10 +51,11 @@ from steprl.rollout.workers import RolloutPool, WorkerSpec  # noqa: E402
 COMPLETION = 32
 
 
-def bench_config(model: str, steps: int):
-    """The quickstart preset as a single-turn, inline, 64-episode, 32-token GRPO step."""
+def bench_config(model: str, steps: int, dtype: str = "float32"):
+    """The quickstart preset as a single-turn, inline, 64-episode, 32-token GRPO step in `dtype`."""
     mc = MODELS[model]()
-    over = ["env.kwargs.max_turns=1", "rollout.executor=inline", "rollout.micro_batch=64", "rollout.groups=8",
+    over = [f"learner.dtype={dtype}", f"rollout.dtype={dtype}", "env.kwargs.max_turns=1",
+            "rollout.executor=inline", "rollout.micro_batch=64", "rollout.groups=8",
             "rollout.group_size=8", f"rollout.sampling.max_new_tokens={COMPLETION}", "learner.micro_batch=64",
             "learner.lr=1e-4", f"rl.steps={steps}"]
     over += [f"model.{k}={getattr(mc, k)}" for k in ("layers", "hidden", "heads", "kv_heads", "intermediate")]
@@ -125,8 +129,10 @@ def run_steprl(cfg, model_dir: str, steps: int, variant: str) -> dict:
     return summarize(f"steprl {variant}", marks, tokens, rewards)
 
 
-def run_trl(cfg, model_dir: str, rows: list[dict], steps: int, threads: int, out_dir: str) -> dict:
-    """TRL GRPOTrainer on the same model, prompts and reward; per-step timestamps from a callback."""
+def run_trl(cfg, model_dir: str, rows: list[dict], steps: int, threads: int, out_dir: str,
+            dtype: str = "float32") -> dict:
+    """TRL GRPOTrainer on the same model, prompts and reward (`dtype` bfloat16: `bf16=True`, CPU autocast with
+    float32 weights); per-step timestamps from a callback."""
     import trl
     from datasets import Dataset
     from transformers import AutoTokenizer, TrainerCallback
@@ -184,7 +190,7 @@ def run_trl(cfg, model_dir: str, rows: list[dict], steps: int, threads: int, out
         adam_beta2=0.999,
         max_steps=steps,
         use_cpu=True,
-        bf16=False,
+        bf16=dtype == "bfloat16",
         fp16=False,
         gradient_checkpointing=False,
         logging_steps=1,
@@ -207,7 +213,7 @@ def run_trl(cfg, model_dir: str, rows: list[dict], steps: int, threads: int, out
     trainer.train()
     tokens = [round(lg["completions/mean_length"] * cfg.rollout.episodes_per_step) for lg in logs]
     rewards = [lg.get("reward", float("nan")) for lg in logs]
-    res = summarize("trl", marks, tokens, rewards)
+    res = summarize("trl" if dtype == "float32" else f"trl {dtype}", marks, tokens, rewards)
     res["trl_version"] = trl.__version__
     res["torch_threads_seen"] = torch.get_num_threads()
     return res
@@ -235,10 +241,14 @@ def main() -> None:
     ap.add_argument(
         "--variants", type=str, default=",".join(VARIANTS), help=f"steprl configurations: {', '.join(VARIANTS)}"
     )
+    ap.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                    help="steprl's learner.dtype and rollout.dtype, and TRL's unless --trl-dtype")
+    ap.add_argument("--trl-dtype", choices=("float32", "bfloat16"), default=None, help="default: --dtype")
     args = ap.parse_args()
     steps = 3 if args.quick else args.steps
+    trl_dtype = args.trl_dtype or args.dtype
     torch.set_num_threads(args.threads)
-    cfg = bench_config(args.model, steps)
+    cfg = bench_config(args.model, steps, args.dtype)
     results = []
     with tempfile.TemporaryDirectory(prefix="steprl-vs-trl-") as tmp:
         policy = build_policy(cfg.model, TokenizerConfig(), cfg.run.seed)
@@ -246,6 +256,7 @@ def main() -> None:
         save_policy(policy, model_dir)
         rows = prompts(cfg, policy, steps)
         enc = len(policy.tokenizer(rows[0]["prompt"], add_special_tokens=False)["input_ids"])
+        print(f"machine: {machine_meta(args.threads)['cpu']}; steprl {args.dtype}, TRL {trl_dtype}", flush=True)
         print(
             f"model {args.model}: {sum(p.numel() for p in policy.model.parameters()):,} params; prompt "
             f"{rows[0]['n_ids']} ids "
@@ -258,11 +269,12 @@ def main() -> None:
             print(f"{results[-1]['system']}: {results[-1]['completion_tok_s']:.0f} completion tok/s", flush=True)
         if "trl" in sides:
             try:
-                results.append(run_trl(cfg, model_dir, rows, steps, args.threads, os.path.join(tmp, "trl")))
+                results.append(run_trl(cfg, model_dir, rows, steps, args.threads, os.path.join(tmp, "trl"),
+                                       trl_dtype))
                 print(f"trl: {results[-1]['completion_tok_s']:.0f} completion tok/s", flush=True)
             except ImportError as e:
                 print(f"TRL not installed ({e}); pip install -e '.[bench]'")
-    trl_row = next((r for r in results if r["system"] == "trl"), None)
+    trl_row = next((r for r in results if r["system"].startswith("trl")), None)
     for r in results:
         r["vs_trl"] = r["completion_tok_s"] / trl_row["completion_tok_s"] if trl_row else None
     ours = [r for r in results if r["system"].startswith("steprl")]
@@ -272,8 +284,9 @@ def main() -> None:
             ("mean_reward", "mean reward", ".3f"), ("vs_trl", "vs TRL", ".2f")]
     print(markdown_table(results, cols))
     if ratio is not None:
-        print(f"best steprl / TRL completion tok/s: {ratio:.2f}")
-    meta = machine_meta(args.threads) | {"quick": args.quick, "model": args.model, "steps": steps}
+        print(f"best steprl ({args.dtype}) / TRL ({trl_dtype}) completion tok/s: {ratio:.2f}")
+    meta = machine_meta(args.threads) | {"quick": args.quick, "model": args.model, "steps": steps,
+                                         "dtype": args.dtype, "trl_dtype": trl_dtype}
     print("wrote", write_result("vs_trl", {"meta": meta, "results": results, "ratio_steprl_over_trl": ratio}))
 
 
