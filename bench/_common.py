@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from seeds import cpu_model  # one definition of "the machine" (model name and kernel flags) for every script
 
 from steprl.agents.config import ModelConfig
 
@@ -72,8 +73,6 @@ def machine_meta(threads: int) -> dict[str, Any]:
         load = os.getloadavg()
     except OSError:  # pragma: no cover - not on every platform
         load = (float("nan"),) * 3
-    from seeds import cpu_model  # bench/ is on sys.path: one definition of "the machine" for every script
-
     return {
         "cpu": cpu_model(),
         "nproc": os.cpu_count(),

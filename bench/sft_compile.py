@@ -10,6 +10,7 @@ ms per step, the median paired ratio compiled/eager and the largest loss differe
 kernels reduce in another order: not bitwise).
 
     python bench/sft_compile.py [--steps 25] [--threads 1]
+    python bench/sft_compile.py --shapes-over 1800    # shapes a whole quickstart warm-up would compile
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import copy
 import json
 import statistics
 import time
+from collections import Counter
 
 import torch
 
@@ -47,24 +49,37 @@ def compiled_loss(objective):
     objective.loss = loss  # SFTObjective.update calls loss(bucket, total) with warmup.length_buckets > 1
 
 
+def bucket_shapes(batches, buckets: int) -> Counter:
+    """How often each [rows, T] micro-batch shape occurs once the batches are cut into length buckets (what
+    SFTObjective.update runs; a compiled step with dynamic=False compiles once per shape)."""
+    return Counter((len(b), max(len(t) for t, _ in b)) for ex in batches for b in length_buckets(ex, buckets))
+
+
 def main() -> None:
     """Paired eager / compiled SFT steps on the quickstart warm-up."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--shapes-over", type=int, default=0,
+                    help="only count the distinct bucket shapes of the first N warm-up batches (no timing): how "
+                         "many compiles a whole warm-up would need")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     cfg = load_config("quickstart")
     policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
     build = demo_batches(cfg.env.id, dict(cfg.env.kwargs), policy.turn_format, cfg.run.seed, cfg.warmup.batch_size,
                          cfg.warmup.imperfect_rate)
+    if args.shapes_over:
+        counts = bucket_shapes((build(k) for k in range(args.shapes_over)), cfg.warmup.length_buckets)
+        print(json.dumps({"batches": args.shapes_over, "distinct_shapes": len(counts),
+                          "shapes": {f"{b}x{t}": n for (b, t), n in counts.most_common()}}))
+        return
     batches = [build(k) for k in range(args.steps)]
     pad = policy.tokenizer.pad_token_id
     policy.model.set_attn_implementation(SFT_ATTENTION)  # as the warm-up stage trains
     eager = sft_trainer(policy.model, cfg.warmup, cfg.run.seed, pad)
     comp = sft_trainer(copy.deepcopy(policy.model), cfg.warmup, cfg.run.seed, pad)
-    shapes = {(len(b), max(len(t) for t, _ in b)) for ex in batches
-              for b in length_buckets(ex, cfg.warmup.length_buckets)}
+    shapes = bucket_shapes(batches, cfg.warmup.length_buckets)
     compiled_loss(comp.objective)
     t = time.perf_counter()
     comp.update(batches[0])
