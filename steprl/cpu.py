@@ -21,6 +21,21 @@ def cpu_flags() -> set[str]:
     return set()
 
 
+def cpu_vendor() -> str:
+    """The CPU vendor id from /proc/cpuinfo (`GenuineIntel`, `AuthenticAMD`, ...; '' where unavailable).
+
+    Portable kernels are bitwise within a vendor, not across: MKL picks its code branch by vendor, so
+    under the same pins an Intel and an AMD CPU run other GEMM and vector-math code (docs/numerics.md)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for ln in f:
+                if ln.startswith("vendor_id"):
+                    return ln.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def portable_problem() -> str | None:
     """None if this CPU runs the portable (AVX2) kernels, else why not."""
     flags = cpu_flags()

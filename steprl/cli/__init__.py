@@ -6,6 +6,7 @@
     steprl distill CONFIG [key=value ...]
     steprl eval POLICY [POLICY ...] --env ID --episodes N
     steprl envs [ID --demo SEED | --play SEED]
+    steprl doctor [--kernels portable|native] [--set KEY=VALUE] [--out FILE]
 
 User mistakes (bad config, missing files, bad arguments) print one line and exit 2.
 """
@@ -20,7 +21,7 @@ import sys
 from steprl.console import warn
 from steprl.errors import Interrupted, SteprlError
 
-COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs")
+COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs", "doctor")
 
 
 class _Parser(argparse.ArgumentParser):
