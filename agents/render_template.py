@@ -22,6 +22,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from steprl.agents.chat_date import chat_date_of, pin_chat_date
 from steprl.agents.render_base import RendererBase, tool_result_text
 from steprl.agents.tokenizer import encode_markup, encode_text
 
@@ -50,6 +51,11 @@ class ChatTemplateTurnFormat(RendererBase):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"{type(self).__name__} needs a tokenizer with a chat_template")
         self.tokenizer = tokenizer
+        self.chat_date = chat_date_of(tokenizer)
+        """The date the template's `strftime_now` returns (agents/chat_date.py)."""
+        templates = tokenizer.chat_template
+        self._pinned = {t: pin_chat_date(t, self.chat_date)
+                        for t in (templates.values() if isinstance(templates, dict) else [templates])}
         eot = self.eot_text if self.eot_text is not None else self.template_end_of_turn()
         self.eot_ids = encode_markup(tokenizer, eot) if eot else []
         stops = list(self.eot_ids[-1:])
@@ -68,8 +74,10 @@ class ChatTemplateTurnFormat(RendererBase):
             self._obs_parts["tool"] = self._obs_parts["user"]
 
     def _render(self, messages: list[dict], tools: list[dict] | None = None) -> str:
-        """The template's text for `messages` with the assistant generation prompt."""
-        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        """The template's text for `messages` with the assistant generation prompt, at the pinned date."""
+        template = self._pinned.get(self.tokenizer.get_chat_template(None, tools))
+        return self.tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=False,
+                                                  add_generation_prompt=True)
 
     def template_end_of_turn(self) -> str | None:
         """Text of the control token that closes the template's assistant turn, else the eos token.
