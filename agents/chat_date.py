@@ -17,10 +17,12 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import TYPE_CHECKING
 
 from jinja2 import nodes
-from transformers import PreTrainedTokenizerBase
-from transformers.utils.chat_template_utils import _compile_jinja_template
+
+if TYPE_CHECKING:  # agents/config.py imports this module: config loading needs no transformers
+    from transformers import PreTrainedTokenizerBase
 
 DEFAULT_CHAT_DATE = "2026-01-01"
 """The date templates see when the config names none (fixed: never the day the run happens to run)."""
@@ -57,6 +59,8 @@ def chat_date_of(tokenizer: PreTrainedTokenizerBase) -> str:
 
 def strftime_formats(template: str) -> list[str]:
     """The formats `template` passes to `strftime_now`, in order of first use; ValueError for a non-literal one."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template  # the env templates render in
+
     tree = _compile_jinja_template(template).environment.parse(template)
     formats: list[str] = []
     called: set[int] = set()
