@@ -7,7 +7,8 @@ One renderer per family of chat format, chosen from the tokenizer by `make_turn_
   scratch with the character tokenizer (no chat template).
 - `ChatMLRenderer` (agents/render_chatml.py): ChatML / Qwen2 with Hermes `<tool_call>` JSON.
 - `Llama3Renderer` (agents/render_llama3.py): Llama 3 headers with JSON tool calls.
-- `ChatTemplateTurnFormat` (agents/render_template.py): any other chat template, its eos ending a turn.
+- `ChatTemplateTurnFormat` (agents/render_template.py): any other chat template, ended by the control
+  token that closes its assistant turn (Gemma `<end_of_turn>`, Phi-3 `<|end|>`; eos when there is none).
 
 The protocol they share is `agents.render_base.TurnFormat`.
 """

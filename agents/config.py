@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from steprl.agents.chat_date import DEFAULT_CHAT_DATE, chat_date_problem
+
 
 @dataclass
 class TokenizerConfig:
@@ -33,6 +35,10 @@ class ModelConfig:
     """MLP inner size."""
     max_positions: int = 1024
     """Maximum sequence length (RoPE positions)."""
+    chat_date: str = DEFAULT_CHAT_DATE
+    """The date (YYYY-MM-DD) a chat template's `strftime_now` returns (Llama 3.x's "Today Date", SmolLM3),
+    fixed so prompts do not change with the day a run, resume or replay happens; recorded on the tokenizer
+    (agents/chat_date.py). The distillation student uses the teacher's tokenizer, hence its date."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -44,6 +50,9 @@ class ModelConfig:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
         if self.heads > 0 and self.hidden % self.heads:
             out.append(("hidden", f"must be divisible by heads ({self.heads}), got {self.hidden}"))
+        problem = chat_date_problem(self.chat_date)
+        if problem:
+            out.append(("chat_date", problem))
         if self.kv_heads > 0 and self.heads % self.kv_heads:
             out.append(("kv_heads", f"must divide heads ({self.heads}), got {self.kv_heads}"))
         return out

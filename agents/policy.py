@@ -8,6 +8,7 @@ from pathlib import Path
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from steprl.agents.chat import TurnFormat, make_turn_format
+from steprl.agents.chat_date import record_chat_date
 from steprl.agents.config import ModelConfig, TokenizerConfig
 from steprl.agents.model import build_model, load_model
 from steprl.agents.tokenizer import load_tokenizer
@@ -26,8 +27,14 @@ class Policy:
 
 
 def build_policy(model_cfg: ModelConfig, tok_cfg: TokenizerConfig, seed: int) -> Policy:
-    """Tokenizer from `tok_cfg`, then the model from `model_cfg` sized to it (or loaded from model_cfg.path)."""
+    """Tokenizer from `tok_cfg`, then the model from `model_cfg` sized to it (or loaded from model_cfg.path).
+
+    A tokenizer with a chat template gets `model_cfg.chat_date` recorded on it (agents/chat_date.py);
+    the character tokenizer has no template, and its saved files stay as they were.
+    """
     tok = load_tokenizer(tok_cfg)
+    if getattr(tok, "chat_template", None):
+        record_chat_date(tok, model_cfg.chat_date)
     if model_cfg.path is not None:
         model = load_model(model_cfg.path)
     else:

@@ -1,6 +1,11 @@
 """A renderer on the tokenizer's own chat template: tools through `apply_chat_template(..., tools=...)`,
 tool results in the template's tool role, the turn closed by the template's end-of-turn token.
 
+The end-of-turn token is read from the template, not taken to be `eos_token`: the first token of the
+markup that closes the assistant turn of a rendered user/assistant/user conversation, when that is a
+control (added) token (Gemma's `<end_of_turn>`, Phi-3's `<|end|>`, ChatML's `<|im_end|>`, Mistral's
+`</s>`). Only when the closing markup starts with ordinary text is eos the end-of-turn token.
+
 Markup is found by rendering the template around placeholders; the text between placeholders is
 encoded with special tokens ON, message content with them OFF, so the prompt is the template's own
 rendering while no content can forge a control token. The markup after an assistant turn starts
@@ -17,6 +22,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from steprl.agents.chat_date import chat_date_of, pin_chat_date
 from steprl.agents.render_base import RendererBase, tool_result_text
 from steprl.agents.tokenizer import encode_markup, encode_text
 
@@ -36,7 +42,7 @@ class ChatTemplateTurnFormat(RendererBase):
     """Generic renderer on `tokenizer.chat_template` (see the module docstring)."""
 
     eot_text: str | None = None
-    """End-of-turn token text of the family; None: the tokenizer's eos token."""
+    """End-of-turn token text of the family; None: read from the template (`template_end_of_turn`)."""
     tool_role: str = "tool"
     """Role of tool results in the template's messages."""
 
@@ -45,7 +51,12 @@ class ChatTemplateTurnFormat(RendererBase):
         if not getattr(tokenizer, "chat_template", None):
             raise ValueError(f"{type(self).__name__} needs a tokenizer with a chat_template")
         self.tokenizer = tokenizer
-        eot = self.eot_text if self.eot_text is not None else tokenizer.eos_token
+        self.chat_date = chat_date_of(tokenizer)
+        """The date the template's `strftime_now` returns (agents/chat_date.py)."""
+        templates = tokenizer.chat_template
+        self._pinned = {t: pin_chat_date(t, self.chat_date)
+                        for t in (templates.values() if isinstance(templates, dict) else [templates])}
+        eot = self.eot_text if self.eot_text is not None else self.template_end_of_turn()
         self.eot_ids = encode_markup(tokenizer, eot) if eot else []
         stops = list(self.eot_ids[-1:])
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in stops:
@@ -63,8 +74,30 @@ class ChatTemplateTurnFormat(RendererBase):
             self._obs_parts["tool"] = self._obs_parts["user"]
 
     def _render(self, messages: list[dict], tools: list[dict] | None = None) -> str:
-        """The template's text for `messages` with the assistant generation prompt."""
-        return self.tokenizer.apply_chat_template(messages, tools=tools, tokenize=False, add_generation_prompt=True)
+        """The template's text for `messages` with the assistant generation prompt, at the pinned date."""
+        template = self._pinned.get(self.tokenizer.get_chat_template(None, tools))
+        return self.tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def template_end_of_turn(self) -> str | None:
+        """Text of the control token that closes the template's assistant turn, else the eos token.
+
+        Rendered without a system message (some templates refuse one) and with alternating roles;
+        a template that cannot render that conversation falls back to eos as before.
+        """
+        tok = self.tokenizer
+        convo = [{"role": "user", "content": _OBS}, {"role": "assistant", "content": _AGENT},
+                 {"role": "user", "content": _OBS}]
+        try:
+            text = self._render(convo)
+        except Exception:  # noqa: BLE001 - a template that refuses this conversation: eos, as before
+            return tok.eos_token
+        rest = text[text.index(_AGENT) + len(_AGENT):] if text.count(_AGENT) == 1 else ""
+        first = encode_markup(tok, rest)[:1]
+        added = set(_special_ids(tok)) | {int(i) for i in getattr(tok, "added_tokens_decoder", {})}
+        if first and first[0] in added:
+            return tok.convert_ids_to_tokens(first[0])
+        return tok.eos_token
 
     def _after_turn(self, convo: list[dict]) -> list[str]:
         """Markup/placeholder parts after the assistant turn, without the leading end-of-turn text."""

@@ -94,6 +94,10 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
+# A date stays its text: no config field is a date (model.chat_date is a YYYY-MM-DD string checked by its
+# section), and an impossible one like 2026-13-01 must reach that check instead of crashing the parser.
+_NoAliasLoader.add_constructor("tag:yaml.org,2002:timestamp", yaml.SafeLoader.construct_yaml_str)
+
 def _section_type(parts: list[str]) -> Any:
     """The dataclass reached by walking `parts` from Config, or None."""
     obj: Any = Config
