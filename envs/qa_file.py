@@ -19,7 +19,7 @@ import hashlib
 import importlib
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -59,28 +59,56 @@ def load_scorer(name: str) -> Callable[[str, Any], float]:
 
 
 def read_items(path: str | Path, question_field: str, answer_field: str) -> list[tuple[str, Any]]:
-    """(question, answer) pairs from a .jsonl/.json-lines or .parquet file, in file order."""
-    path = Path(path)
+    """(question, answer) pairs from a .jsonl/.json-lines or .parquet file, in file order.
+
+    JSON lines are read as UTF-8 (a leading byte-order mark is dropped), never in the locale's encoding,
+    and split on "\\n" only: U+2028, U+2029 and U+0085 are legal inside JSON strings. The question must be
+    a string and the answer must not be null; anything else is a ValueError naming the file and line.
+    """
+    return [(q, a) for _, q, a in _parse(Path(path), Path(path).read_bytes(), question_field, answer_field)]
+
+
+def _parse(path: Path, data: bytes, question_field: str, answer_field: str) -> list[tuple[int, str, Any]]:
+    """(line or row number, question, answer) of every item in `data`, the bytes of `path`."""
     if path.suffix == ".parquet":
         try:
+            import pyarrow as pa
             import pyarrow.parquet as pq
         except ImportError:
             raise ValueError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-        rows = pq.read_table(path).to_pylist()
+        rows = list(enumerate(pq.read_table(pa.BufferReader(data)).to_pylist(), 1))
+        where = f"{path}: row "
     else:
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        rows, where = list(_json_lines(path, data)), f"{path}:"
     items = []
-    for n, row in enumerate(rows, 1):
+    for n, row in rows:
         if not isinstance(row, dict) or question_field not in row or answer_field not in row:
-            raise ValueError(f"{path}: item {n} lacks {question_field!r} or {answer_field!r}")
-        items.append((str(row[question_field]), row[answer_field]))
+            raise ValueError(f"{where}{n}: lacks {question_field!r} or {answer_field!r}")
+        question, answer = row[question_field], row[answer_field]
+        for name, value in ((question_field, question), (answer_field, answer)):
+            if value is None:
+                raise ValueError(f"{where}{n}: {name!r} is null; every item needs a question and an answer")
+        if not isinstance(question, str):
+            raise ValueError(f"{where}{n}: {question_field!r} must be a string, got {type(question).__name__}")
+        items.append((n, question, answer))
     return items
+
+
+def _json_lines(path: Path, data: bytes) -> Iterator[tuple[int, Any]]:
+    """(line number, parsed JSON) of each non-blank line of UTF-8 `data`."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x}); save it as UTF-8") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    for n, line in enumerate(text.split("\n"), 1):
+        if line.strip():
+            try:
+                yield n, json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
 
 
 def held_out(split_seed: int, index: int, fraction: float) -> bool:
