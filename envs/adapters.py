@@ -195,7 +195,10 @@ class QAEnv(ToolTaskEnv):
         format_penalty: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
-        self.items = [(str(q), a) for q, a in items]
+        if isinstance(items, tuple) and all(type(it) is tuple and len(it) == 2 and type(it[0]) is str for it in items):
+            self.items: Sequence[tuple[str, Any]] = items  # immutable: copies of an env share it (steprl/QA-v0)
+        else:
+            self.items = [(str(q), a) for q, a in items]
         if not self.items:
             raise ValueError("QAEnv needs at least one (question, answer) item")
         self.score_fn, self.gold_text, self.tool_names = score_fn, gold_text, tuple(tools)
