@@ -13,19 +13,24 @@ question, same answer) are dropped with a warning, one question with two answers
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from steprl.envs.adapters import Items
 
 log = logging.getLogger("steprl.envs.qa_file")
 
 PERSON = b"steprl-v1"
 SPLIT_STREAM = b"qa-split"
 MASK64 = (1 << 64) - 1
+JSON_SPACE = " \t\r"
+"""JSON's whitespace within a line (RFC 8259; "\\n" ends the line): not str.strip's Unicode spaces."""
 
 
 def read_items(path: str | Path, question_field: str, answer_field: str) -> list[tuple[str, Any]]:
@@ -49,7 +54,7 @@ def _parse(path: Path, data: bytes, question_field: str, answer_field: str) -> l
         rows = list(enumerate(pq.read_table(pa.BufferReader(data)).to_pylist(), 1))
         where = f"{path}: row "
     else:
-        rows, where = list(_json_lines(path, data)), f"{path}:"
+        rows, where = _json_lines(path, data), f"{path}:"
     items = []
     for n, row in rows:
         if not isinstance(row, dict) or question_field not in row or answer_field not in row:
@@ -64,7 +69,7 @@ def _parse(path: Path, data: bytes, question_field: str, answer_field: str) -> l
     return items
 
 
-def _json_lines(path: Path, data: bytes) -> Iterator[tuple[int, Any]]:
+def _json_lines(path: Path, data: bytes) -> list[tuple[int, Any]]:
     """(line number, parsed JSON) of each non-blank line of UTF-8 `data`."""
     try:
         text = data.decode("utf-8")
@@ -73,20 +78,39 @@ def _json_lines(path: Path, data: bytes) -> Iterator[tuple[int, Any]]:
         raise ValueError(f"{path}:{line}: not valid UTF-8 (byte {data[e.start]:#04x}); save it as UTF-8") from None
     if text.startswith("\ufeff"):
         text = text[1:]
+    scan = json.JSONDecoder().scan_once  # the C scanner json.loads ends in, without its per-call overhead
+    out = []
     for n, line in enumerate(text.split("\n"), 1):
-        if line.strip():
+        line = line.strip(JSON_SPACE)
+        if not line:
+            continue
+        try:
+            row, end = scan(line, 0)
+        except (StopIteration, json.JSONDecodeError):
+            end = -1
+        if end != len(line):  # not one JSON value: json.loads says what is wrong
             try:
-                yield n, json.loads(line)
+                json.loads(line)
+                raise ValueError(f"{path}:{n}: not one JSON value")
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        out.append((n, row))
+    return out
 
 
 def held_out(split_seed: int, question: str, fraction: float) -> bool:
     """Whether `question` is held out: its seeded blake2b draw (module docstring) is below `fraction`."""
-    h = hashlib.blake2b(digest_size=16, person=PERSON)
-    h.update(SPLIT_STREAM + b"\0" + (int(split_seed) & MASK64).to_bytes(8, "little"))
+    h = _split_prefix(int(split_seed) & MASK64).copy()
     h.update(question.encode("utf-8", "surrogatepass"))  # JSON may hold a lone surrogate (\\ud800)
     return int.from_bytes(h.digest()[:8], "little") / 2**64 < fraction
+
+
+@functools.lru_cache(maxsize=16)
+def _split_prefix(seed: int) -> Any:
+    """The blake2b state after the stream tag and the seed (copied per question: one hash setup per file)."""
+    h = hashlib.blake2b(digest_size=16, person=PERSON)
+    h.update(SPLIT_STREAM + b"\0" + seed.to_bytes(8, "little"))
+    return h
 
 
 def _at(path: Path, n: int) -> str:
@@ -132,19 +156,33 @@ class QAData:
     (indices into `items`, ascending). Tuples, so env copies can share one instance."""
 
     sha256: str
-    items: tuple[tuple[str, Any], ...]
+    items: Items
     train: tuple[int, ...]
     held: tuple[int, ...]
 
 
 def load_qa(path: str | Path, question_field: str, answer_field: str, split_seed: int,
             held_out_fraction: float) -> QAData:
-    """Read, check, de-duplicate and split a QA file, in one pass over its items."""
-    path = Path(path)
+    """Read, check, de-duplicate and split a QA file, once per process while the file is unchanged.
+
+    A worker builds one env per micro-batch slot (16 by default) and each would otherwise read and parse the
+    whole file; the memo is keyed by the file's identity and stat (size, mtime, ctime, inode), so a changed file
+    is read again. The QAData handed out is immutable, so the copies share it.
+    """
+    path = Path(path).resolve()
+    st = path.stat()
+    return _load(path, (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino), question_field, answer_field,
+                 int(split_seed), float(held_out_fraction))
+
+
+@functools.lru_cache(maxsize=8)
+def _load(path: Path, stat: tuple[int, ...], question_field: str, answer_field: str, split_seed: int,
+          held_out_fraction: float) -> QAData:
+    """load_qa's pure part (a failure is not memoised: lru_cache stores only results)."""
     data = path.read_bytes()
     items = unique_items(path, _parse(path, data, question_field, answer_field))
     train: list[int] = []
     held: list[int] = []
     for i, (question, _) in enumerate(items):
         (held if held_out(split_seed, question, held_out_fraction) else train).append(i)
-    return QAData(hashlib.sha256(data).hexdigest(), tuple(items), tuple(train), tuple(held))
+    return QAData(hashlib.sha256(data).hexdigest(), Items(items), tuple(train), tuple(held))
