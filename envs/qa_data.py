@@ -161,6 +161,15 @@ class QAData:
     held: tuple[int, ...]
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 (hex) of a file's bytes, read in 1 MiB blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
 def load_qa(path: str | Path, question_field: str, answer_field: str, split_seed: int,
             held_out_fraction: float) -> QAData:
     """Read, check, de-duplicate and split a QA file, once per process while the file is unchanged.

@@ -19,18 +19,22 @@ from __future__ import annotations
 
 import importlib
 import math
+import re
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from steprl.envs.adapters import QAEnv, exact_match
 from steprl.envs.base import Task
-from steprl.envs.qa_data import held_out, load_qa, read_items
+from steprl.envs.qa_data import file_sha256, held_out, load_qa, read_items
 from steprl.envs.tools import get_tool
 
 __all__ = ["HELD_OUT_SEEDS", "QAFileEnv", "SCORERS", "held_out", "load_scorer", "make_reasoning_gym",
            "numeric_match", "read_items"]
+
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 HELD_OUT_SEEDS = 1 << 31
 """Env seeds at or above this are held-out evaluation seeds (the project's seed layout, docs/architecture.md)."""
@@ -62,22 +66,47 @@ def load_scorer(name: str) -> Callable[[str, Any], float]:
 
 
 class QAFileEnv(QAEnv):
-    """QAEnv over a file's items, split into training and held-out items by env seed."""
+    """QAEnv over a file's items, split into training and held-out items by env seed.
+
+    `sha256`, when given, is the hash the file's bytes must have: a run's resolved config pins it
+    (`pin_kwargs`, written to config.yaml as env.kwargs.sha256), so resume, replay and eval of that run refuse a
+    file that changed since, instead of silently training or replaying on other data.
+    """
 
     def __init__(self, path: str, question_field: str = "question", answer_field: str = "answer",
                  scorer: str = "exact", tools: Sequence[str] = (), held_out_fraction: float = 0.2,
-                 split_seed: int = 0, **kwargs: Any) -> None:
+                 split_seed: int = 0, sha256: str | None = None, **kwargs: Any) -> None:
         for t in tools:
             if get_tool(t) is None:
                 raise ValueError(f"unknown tool {t!r}")
         if not 0 <= held_out_fraction < 1:
             raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
+        if sha256 is not None and not SHA256_RE.match(str(sha256)):
+            raise ValueError(f"sha256 must be 64 hex digits (the file's sha256), got {sha256!r}")
         data = load_qa(path, question_field, answer_field, split_seed, held_out_fraction)
+        if sha256 is not None and data.sha256 != str(sha256).lower():
+            raise ValueError(f"{Path(path).resolve()} changed since the run recorded it: its sha256 is {data.sha256}, "
+                             f"the run's env.kwargs.sha256 is {sha256}; restore that file, or start a new run on it")
         super().__init__(data.items, score_fn=load_scorer(scorer), tools=tools, **kwargs)
         self.held, self.train = data.held, data.train
         if not self.train or (held_out_fraction > 0 and not self.held):
             raise ValueError(f"{path}: {len(data.items)} items leave an empty split at held_out_fraction "
                              f"{held_out_fraction}; add items or change the fraction")
+
+    @staticmethod
+    def pin_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`kwargs` plus the sha256 of the file at `path` (a new run's config records the data it trains on).
+
+        An explicit sha256 is kept; a missing or unreadable file is left for the env build to report.
+        """
+        path = kwargs.get("path")
+        if kwargs.get("sha256") is not None or not isinstance(path, str | Path):
+            return kwargs
+        try:
+            digest = file_sha256(path)
+        except OSError:
+            return kwargs
+        return {**kwargs, "sha256": digest}
 
     def task_for_seed(self, seed: int) -> Task:
         """A training item for a training seed, a held-out item for a held-out seed (all items if none held)."""
