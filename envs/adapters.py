@@ -172,6 +172,21 @@ def exact_match(prediction: str, gold: Any) -> float:
     return 1.0 if prediction.strip() == str(gold).strip() else 0.0
 
 
+class Items(tuple):
+    """An immutable tuple of (question, answer) pairs whose questions are strings, checked once when made;
+    QAEnv keeps one as it is instead of copying it (so env copies share one)."""
+
+    __slots__ = ()
+
+    def __new__(cls, pairs: Iterable[tuple[str, Any]]) -> Items:
+        """Check each pair is a (str, answer) tuple; a TypeError names the first that is not."""
+        out = super().__new__(cls, pairs)
+        for i, it in enumerate(out):
+            if type(it) is not tuple or len(it) != 2 or not isinstance(it[0], str):
+                raise TypeError(f"Items: item {i} is not a (question: str, answer) tuple: {it!r:.80}")
+        return out
+
+
 class QAEnv(ToolTaskEnv):
     """Question/answer pairs as an env: one answer turn (a malformed turn may be retried once by
     default), or several turns when `tools` are offered (default max_turns 4).
@@ -195,7 +210,8 @@ class QAEnv(ToolTaskEnv):
         format_penalty: float = 0.0,
         render_mode: str | None = None,
     ) -> None:
-        self.items = [(str(q), a) for q, a in items]
+        # Items are immutable and checked when made: env copies share them (a million-item file, 16 envs).
+        self.items: Sequence[tuple[str, Any]] = items if isinstance(items, Items) else [(str(q), a) for q, a in items]
         if not self.items:
             raise ValueError("QAEnv needs at least one (question, answer) item")
         self.score_fn, self.gold_text, self.tool_names = score_fn, gold_text, tuple(tools)

@@ -5,20 +5,21 @@
       kwargs: {path: data/qa.jsonl, question_field: question, answer_field: answer,
                scorer: numeric, tools: [calc], held_out_fraction: 0.2, split_seed: 0}
 
-Items are split into training and held-out sets by a seeded, stable rule: item i is held out iff
-blake2b(split_seed, i) / 2**64 < held_out_fraction, so the split never depends on the file's other
-items, the machine or Python's per-process string hashing. Episodes with env seeds below 2**31 (the project's training
-seeds) draw training items; seeds at or above it (held-out evaluation seeds) draw held-out items.
+Items are split into training and held-out sets by a seeded, stable rule keyed on the question text
+(`envs/qa_data.py`): question q is held out iff blake2b(split_seed, q) / 2**64 < held_out_fraction, so the split
+never depends on the file's other lines or their order, the machine or Python's per-process string hashing.
+Exact copies of an item are one item; one question with two answers is an error naming both lines.
+Episodes with env seeds below 2**31 (the project's training seeds) draw training items;
+seeds at or above it (held-out evaluation seeds) draw held-out items.
 Scorers: `exact` (whitespace-stripped equality), `numeric` (equal as numbers, 1e-6 relative), or
 `module:fn` called as fn(prediction, gold) -> float in [0, 1].
 """
 
 from __future__ import annotations
 
-import hashlib
 import importlib
-import json
 import math
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,13 @@ import numpy as np
 
 from steprl.envs.adapters import QAEnv, exact_match
 from steprl.envs.base import Task
+from steprl.envs.qa_data import file_sha256, held_out, load_qa, read_items
 from steprl.envs.tools import get_tool
+
+__all__ = ["HELD_OUT_SEEDS", "QAFileEnv", "SCORERS", "held_out", "load_scorer", "make_reasoning_gym",
+           "numeric_match", "read_items"]
+
+SHA256_RE = re.compile(r"^[0-9a-fA-F]{64}$")
 
 HELD_OUT_SEEDS = 1 << 31
 """Env seeds at or above this are held-out evaluation seeds (the project's seed layout, docs/architecture.md)."""
@@ -58,55 +65,48 @@ def load_scorer(name: str) -> Callable[[str, Any], float]:
     return fn
 
 
-def read_items(path: str | Path, question_field: str, answer_field: str) -> list[tuple[str, Any]]:
-    """(question, answer) pairs from a .jsonl/.json-lines or .parquet file, in file order."""
-    path = Path(path)
-    if path.suffix == ".parquet":
-        try:
-            import pyarrow.parquet as pq
-        except ImportError:
-            raise ValueError(f"{path}: reading Parquet needs pyarrow (pip install pyarrow)") from None
-        rows = pq.read_table(path).to_pylist()
-    else:
-        rows = []
-        for n, line in enumerate(path.read_text().splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    items = []
-    for n, row in enumerate(rows, 1):
-        if not isinstance(row, dict) or question_field not in row or answer_field not in row:
-            raise ValueError(f"{path}: item {n} lacks {question_field!r} or {answer_field!r}")
-        items.append((str(row[question_field]), row[answer_field]))
-    return items
-
-
-def held_out(split_seed: int, index: int, fraction: float) -> bool:
-    """Whether item `index` is held out: a stable blake2b draw keyed by (split_seed, index)."""
-    digest = hashlib.blake2b(f"{int(split_seed)}:{int(index)}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") / 2**64 < fraction
-
-
 class QAFileEnv(QAEnv):
-    """QAEnv over a file's items, split into training and held-out items by env seed."""
+    """QAEnv over a file's items, split into training and held-out items by env seed.
+
+    `sha256`, when given, is the hash the file's bytes must have: a run's resolved config pins it
+    (`pin_kwargs`, written to config.yaml as env.kwargs.sha256), so resume, replay and eval of that run refuse a
+    file that changed since, instead of silently training or replaying on other data.
+    """
 
     def __init__(self, path: str, question_field: str = "question", answer_field: str = "answer",
                  scorer: str = "exact", tools: Sequence[str] = (), held_out_fraction: float = 0.2,
-                 split_seed: int = 0, **kwargs: Any) -> None:
+                 split_seed: int = 0, sha256: str | None = None, **kwargs: Any) -> None:
         for t in tools:
             if get_tool(t) is None:
                 raise ValueError(f"unknown tool {t!r}")
         if not 0 <= held_out_fraction < 1:
             raise ValueError(f"held_out_fraction must be in [0, 1), got {held_out_fraction}")
-        items = read_items(path, question_field, answer_field)
-        super().__init__(items, score_fn=load_scorer(scorer), tools=tools, **kwargs)
-        self.held = [i for i in range(len(items)) if held_out(split_seed, i, held_out_fraction)]
-        self.train = [i for i in range(len(items)) if i not in set(self.held)]
+        if sha256 is not None and not SHA256_RE.match(str(sha256)):
+            raise ValueError(f"sha256 must be 64 hex digits (the file's sha256), got {sha256!r}")
+        data = load_qa(path, question_field, answer_field, split_seed, held_out_fraction)
+        if sha256 is not None and data.sha256 != str(sha256).lower():
+            raise ValueError(f"{Path(path).resolve()} changed since the run recorded it: its sha256 is {data.sha256}, "
+                             f"the run's env.kwargs.sha256 is {sha256}; restore that file, or start a new run on it")
+        super().__init__(data.items, score_fn=load_scorer(scorer), tools=tools, **kwargs)
+        self.held, self.train = data.held, data.train
         if not self.train or (held_out_fraction > 0 and not self.held):
-            raise ValueError(f"{path}: {len(items)} items leave an empty split at held_out_fraction "
+            raise ValueError(f"{path}: {len(data.items)} items leave an empty split at held_out_fraction "
                              f"{held_out_fraction}; add items or change the fraction")
+
+    @staticmethod
+    def pin_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+        """`kwargs` plus the sha256 of the file at `path` (a new run's config records the data it trains on).
+
+        An explicit sha256 is kept; a missing or unreadable file is left for the env build to report.
+        """
+        path = kwargs.get("path")
+        if kwargs.get("sha256") is not None or not isinstance(path, str | Path):
+            return kwargs
+        try:
+            digest = file_sha256(path)
+        except OSError:
+            return kwargs
+        return {**kwargs, "sha256": digest}
 
     def task_for_seed(self, seed: int) -> Task:
         """A training item for a training seed, a held-out item for a held-out seed (all items if none held)."""

@@ -78,3 +78,13 @@ def accepted_kwargs(env_id: str) -> set[str] | None:
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return names
     return None
+
+
+def pin_env_kwargs(env_id: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` with what the env pins for a new run (the entry point's `pin_kwargs`, e.g. steprl/QA-v0 adds its
+    file's sha256), so the run's config.yaml records the data and resume/replay can refuse data that changed."""
+    try:
+        pin = getattr(_entry_point(env_id), "pin_kwargs", None)
+    except Exception:  # noqa: BLE001 - an unknown or unimportable id is reported by env_id_problem
+        return kwargs
+    return dict(pin(dict(kwargs))) if callable(pin) else kwargs

@@ -175,10 +175,14 @@ def _explain(e: OmegaConfBaseException, where: str) -> str:
 def load_config(source: str | Path = "quickstart", overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Load a preset name or YAML path, apply `key=value` overrides, validate, return a typed Config.
 
-    Raises ConfigError (one line naming the key) for unknown keys, wrong types and impossible values.
+    Raises ConfigError (one line naming the key) for unknown keys, wrong types and impossible values. The env's
+    pinned kwargs are filled in (`envs.registry.pin_env_kwargs`: a data file's sha256 that resume/replay check).
     """
     obj = compose_config(source, overrides)
     validate(obj)
+    from steprl.envs.registry import pin_env_kwargs  # local, as in validate: registering envs imports gymnasium
+
+    obj.env.kwargs = pin_env_kwargs(obj.env.id, obj.env.kwargs)  # e.g. the QA file's sha256, recorded in config.yaml
     return obj
 
 

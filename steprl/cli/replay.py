@@ -53,6 +53,9 @@ def run(args: argparse.Namespace) -> int:
     from steprl.run.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
+    from steprl.run.preflight import build_env
+
+    build_env(cfg.env.id, dict(cfg.env.kwargs)).close()  # e.g. a data file that changed (env.kwargs.sha256)
     replay_device(cfg)
     from steprl.run.fingerprint import check_against
 

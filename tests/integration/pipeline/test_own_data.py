@@ -22,7 +22,7 @@ def write_qa(path, n=40, pad=""):
 
 def test_the_split_is_seeded_stable_and_follows_the_seed_layout(tmp_path):
     env = QAFileEnv(str(write_qa(tmp_path / "qa.jsonl")), question_field="q", answer_field="a", scorer="numeric")
-    assert env.held == [i for i in range(40) if held_out(0, i, 0.2)] and env.held and env.train
+    assert list(env.held) == [i for i, (q, _) in enumerate(env.items) if held_out(0, q, 0.2)] and env.held and env.train
     assert {env.task_for_seed(s).context["index"] for s in range(200)} <= set(env.train)
     assert {env.task_for_seed(HELD_OUT_SEEDS + s).context["index"] for s in range(200)} <= set(env.held)
     assert numeric_match(" 1,000.0 ", "1000") == 1.0 and numeric_match("x", "1") == 0.0
