@@ -43,7 +43,7 @@ from steprl.run.checkpoint import Checkpoint, latest_good, prune, resolve_policy
 from steprl.run.evaluate import HeldOut, evaluate, success_fields
 from steprl.run.lock import RunLock
 from steprl.run.loop import Loop, run_steps
-from steprl.run.metrics import MetricsLogger
+from steprl.run.metrics import MetricsLogger, skip_fields
 from steprl.run.pools import LazyPool
 from steprl.run.run_dir import run_path, write_summary
 from steprl.run.sft import warm_up
@@ -279,7 +279,10 @@ def run(run: RunState) -> dict[str, Any]:
             p.requires_grad_(flag)
         metrics.close()
         s_pool.close()
-    result = _result(cfg, distill_dir, info, after, path, student, teacher)
+    result = {**_result(cfg, distill_dir, info, after, path, student, teacher),
+              **skip_fields(metrics.path, "distill", cfg.distill.steps)}
+    if result["mostly_skipped"]:
+        log.warning("distill: the guards skipped %d of %d steps", result["skipped_steps"], cfg.distill.steps)
     write_summary(
         distill_dir, {"stages": {"distill": result}, "final_checkpoint": str(path), "params": result["student_params"]}
     )
