@@ -63,9 +63,10 @@ def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Ten
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, denom: float | None = None) -> torch.Tensor:
-    """sum(x * mask) / (denom or max(1, sum(mask))); masked-out entries never reach the sum (NaN-safe)."""
+    """sum of x where mask is 1, / (denom or max(1, sum(mask))); masked-out entries are selected away with
+    `where`, never multiplied by 0 (NaN-safe in value and gradient). `mask` holds 0/1."""
     m = mask.to(torch.float32)
-    total = torch.where(m > 0, x * m, torch.zeros_like(x)).sum()
+    total = torch.where(m > 0, x, torch.zeros_like(x)).sum()
     return total / (denom if denom is not None else m.sum().clamp(min=1.0))
 
 

@@ -19,7 +19,7 @@ from enum import Enum
 
 import torch
 
-from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.trajectory import LogitFilter, Trajectory
 
 from .batch import micro_batches
 from .config import DistillLearnerConfig, LearnerConfig
@@ -153,11 +153,18 @@ class SampledKL:
     """On-policy distillation: `PolicyGradient` with advantages from `token_advantages`; update(trajs, SAMPLED)."""
 
     def __init__(self, student: torch.nn.Module, teacher: torch.nn.Module, cfg: DistillLearnerConfig,
-                 rl_cfg: LearnerConfig, *, temperature: float = 1.0, pad_id: int = 0) -> None:
-        """rl_cfg with cfg.lr, no KL to a reference, no entropy bonus, one epoch; log-probs at `temperature`."""
+                 rl_cfg: LearnerConfig, *, temperature: float = 1.0, pad_id: int = 0,
+                 logit_filter: LogitFilter | None = None, max_episode_tokens: int = 0) -> None:
+        """rl_cfg with cfg.lr, no KL to a reference, no entropy bonus, one epoch.
+
+        `logit_filter` is the filter the student sampled through (default: `temperature` alone): the learner
+        re-applies it, so the TIS weight pi_old / mu is 1 at identical weights, not the kept probability mass.
+        `max_episode_tokens` is the Dr.GRPO length L when rl_cfg.norm_len is 0 (seq-mean-token-sum-norm).
+        """
         self.student, self.teacher, self.cfg, self.pad_id = student, teacher, cfg, int(pad_id)
         pg_cfg = replace(rl_cfg, lr=cfg.lr, kl_coef=0.0, entropy_coef=0.0, epochs=1)
-        self.pg = PolicyGradient(student, pg_cfg, temperature=temperature, pad_id=pad_id)
+        self.pg = PolicyGradient(student, pg_cfg, temperature=temperature, pad_id=pad_id, logit_filter=logit_filter,
+                                 max_episode_tokens=max_episode_tokens)
         self.counters = self.pg.counters
 
     def update(self, opt: GuardedOptimizer, step: int, trajectories: Sequence[Trajectory],

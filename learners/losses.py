@@ -54,6 +54,16 @@ def clamped_ratio(log_ratio: torch.Tensor, clamp: float) -> torch.Tensor:
     return torch.exp(log_ratio.clamp(-clamp, clamp))
 
 
+def masked_log_ratio(logp: torch.Tensor, old_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """logp - old_logp where `mask` is 1, exactly 0 elsewhere, selected with `where` (gradient 0 there too).
+
+    At a masked target the learner's filter removed (a banned chat-template token) both log-probs are
+    -inf and their difference is NaN; a multiply by the mask would keep it (0 x NaN), in the value and,
+    through exp's derivative, in the gradient. With 0 there the ratio is exactly 1.
+    """
+    return torch.where(mask > 0, logp - old_logp, torch.zeros_like(logp))
+
+
 @register_loss("ppo")
 def ppo_loss(logp, old_logp, adv, mask, cfg: Any) -> PolicyLoss:
     """-min(r A, clip(r, 1 - eps_l, 1 + eps_h) A), dual-clipped at c |A| for A < 0.
@@ -61,7 +71,7 @@ def ppo_loss(logp, old_logp, adv, mask, cfg: Any) -> PolicyLoss:
     PPO: Schulman et al. 2017, https://arxiv.org/abs/1707.06347; clip-higher eps_h > eps_l: DAPO,
     https://arxiv.org/abs/2503.14476; dual clip: Ye et al. 2020, https://arxiv.org/abs/1912.09729.
     """
-    r = clamped_ratio(logp - old_logp, cfg.log_ratio_clamp)
+    r = clamped_ratio(masked_log_ratio(logp, old_logp, mask), cfg.log_ratio_clamp)
     pg1 = -adv * r
     pg2 = -adv * r.clamp(1.0 - cfg.clip_low, 1.0 + cfg.clip_high)
     loss = torch.maximum(pg1, pg2)
@@ -82,10 +92,10 @@ def gspo_loss(logp, old_logp, adv, mask, cfg: Any) -> PolicyLoss:
     Per token the ratio is sg(s_i) * pi / sg(pi), whose value is s_i and whose gradient is
     s_i * grad log pi; with seq-mean-token-mean this is the GSPO gradient.
     """
-    log_r = (logp - old_logp).clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
-    seq = (log_r * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
+    log_r = masked_log_ratio(logp, old_logp, mask).clamp(-cfg.log_ratio_clamp, cfg.log_ratio_clamp)
+    seq = log_r.sum(-1) / mask.sum(-1).clamp(min=1.0)  # masked entries of log_r are 0 (selected, not multiplied)
     seq = seq.clamp(max=10.0).detach()
-    s = torch.exp(logp - logp.detach() + seq[:, None])
+    s = torch.exp(masked_log_ratio(logp, logp.detach(), mask) + seq[:, None])
     pg1 = -adv * s
     pg2 = -adv * s.clamp(1.0 - cfg.gspo_clip_low, 1.0 + cfg.gspo_clip_high)
     loss = torch.maximum(pg1, pg2)
@@ -98,9 +108,10 @@ def cispo_loss(logp, old_logp, adv, mask, cfg: Any) -> PolicyLoss:
 
     MiniMax-M1, https://arxiv.org/abs/2506.13585.
     """
-    r = clamped_ratio(logp - old_logp, cfg.log_ratio_clamp)
+    r = clamped_ratio(masked_log_ratio(logp, old_logp, mask), cfg.log_ratio_clamp)
     w = r.clamp(max=1.0 + cfg.cispo_clip_high).detach()
-    return PolicyLoss(-w * adv * logp, (r > 1.0 + cfg.cispo_clip_high) & (mask > 0), r)
+    logp_kept = torch.where(mask > 0, logp, torch.zeros_like(logp))  # -inf at a filtered prompt token: 0 x -inf
+    return PolicyLoss(-w * adv * logp_kept, (r > 1.0 + cfg.cispo_clip_high) & (mask > 0), r)
 
 
 def tis_weight(old_logp: torch.Tensor, behavior_logp: torch.Tensor, cap: float, clamp: float) -> torch.Tensor:
@@ -134,7 +145,7 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str, *, n_token
     seq-mean-token-sum-norm (Dr.GRPO): sum(m l) / (n_rows * norm_len).
     Masked positions are selected with `where`, so a non-finite value there cannot leak.
     """
-    ml = torch.where(mask > 0, per_token * mask, torch.zeros_like(per_token))
+    ml = torch.where(mask > 0, per_token, torch.zeros_like(per_token))  # mask is 0/1: selecting is m l
     if mode == "token-mean":
         return ml.sum() / n_tokens
     if mode == "seq-mean-token-mean":

@@ -152,12 +152,14 @@ def sft_trainer(model: torch.nn.Module, cfg: WarmupConfig, seed: int, pad_id: in
 def distill_trainer(student: torch.nn.Module, teacher: torch.nn.Module, cfg: DistillLearnerConfig, *, pad_id: int = 0,
                     total_steps: int = 1, method: DistillMethod = DistillMethod.ON_POLICY,
                     full_vocab_max: int | None = None, sampled_cfg: LearnerConfig | None = None,
-                    sample_temperature: float = 1.0) -> tuple[Trainer, DistillMode | None, DistillMode | None]:
+                    sample_temperature: float = 1.0, logit_filter: LogitFilter | None = None,
+                    max_episode_tokens: int = 0) -> tuple[Trainer, DistillMode | None, DistillMode | None]:
     """(trainer, on-policy mode, off-policy mode) for distilling the frozen `teacher` into `student`.
 
     Vocabulary <= full_vocab_max: exact KLs (REVERSE on student samples, FORWARD on teacher samples; CE also
     accepted). Larger: on_policy trains through the policy-gradient objective (`sampled_cfg` with lr, kl_coef
-    0, entropy_coef 0, one epoch; log-probs at `sample_temperature`) with advantages -(log q - log p_T), and
+    0, entropy_coef 0, one epoch; log-probs under the student's sampling filter `logit_filter`, default
+    `sample_temperature` alone; `max_episode_tokens` the Dr.GRPO length) with advantages -(log q - log p_T), and
     off_policy with CE; mixed raises DistillRouteError. A mode the method never uses is None.
     """
     on_mode, off_mode = distill_modes(student, teacher, method, full_vocab_max)
@@ -165,7 +167,8 @@ def distill_trainer(student: torch.nn.Module, teacher: torch.nn.Module, cfg: Dis
         if sampled_cfg is None:
             raise ValueError("distill_trainer: the sampled on-policy path needs sampled_cfg (a LearnerConfig)")
         _checked(cfg)
-        objective = SampledKL(student, teacher, cfg, sampled_cfg, temperature=sample_temperature, pad_id=pad_id)
+        objective = SampledKL(student, teacher, cfg, sampled_cfg, temperature=sample_temperature, pad_id=pad_id,
+                              logit_filter=logit_filter, max_episode_tokens=max_episode_tokens)
         _checked(objective.pg.cfg)
         guard = GuardedOptimizer(student, objective.pg.cfg, total_steps, objective.counters)
         return Trainer(student, objective, guard), on_mode, off_mode

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 
 from steprl.config import load_config
-from steprl.console import emit
+from steprl.console import emit, warn
+from steprl.run.metrics import skip_warnings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,7 +34,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Load the config, distil, print the held-out comparison."""
+    """Load the config, distil, print the held-out comparison; exit status 1 when the guards skipped every step."""
     cfg = load_config(args.config, args.overrides)
     from steprl.run.preflight import check_run
 
@@ -51,4 +52,7 @@ def run(args: argparse.Namespace) -> int:
         f"{r['kl_before']:.4f} -> {r['kl_after']:.4f} nats/token."
     )
     emit(f"The student lives in {r['dir']}; final checkpoint {r['final_checkpoint']}.")
-    return 0
+    lines, failed = skip_warnings({"distill": r})
+    for line in lines:  # last, so a student that did not train says so (exit 1 when no step trained)
+        warn(f"steprl: {line}")
+    return 1 if failed else 0

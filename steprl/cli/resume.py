@@ -69,8 +69,7 @@ def run(args: argparse.Namespace) -> int:
 
     for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
         warn(f"steprl resume: warning: {line}")
-    print_summary(resume(run_dir, cfg), run_dir)
-    return 0
+    return print_summary(resume(run_dir, cfg), run_dir)
 
 
 def _apply(cfg, overrides: list[str], run_dir):

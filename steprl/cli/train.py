@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 
 from steprl.config import load_config
-from steprl.console import emit
+from steprl.console import emit, warn
+from steprl.run.metrics import skip_warnings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,12 +52,13 @@ def run(args: argparse.Namespace) -> int:
     from steprl.pipeline import train  # heavy imports only when training
     from steprl.run.run_dir import run_path
 
-    print_summary(train(cfg), run_path(cfg))
-    return 0
+    return print_summary(train(cfg), run_path(cfg))
 
 
-def print_summary(summary: dict, run_dir) -> None:
-    """The closing paragraph: steps, time, held-out success per stage, where the run lives, what next."""
+def print_summary(summary: dict, run_dir) -> int:
+    """The closing paragraph: steps, time, held-out success per stage, where the run lives, what next; then one
+    line per stage whose guards skipped most of its steps. Returns the exit status: 1 when a stage skipped
+    every step (the run trained nothing), else 0."""
     stages = summary.get("stages", {})
     parts = []
     for name in ("warmup", "rl", "distill", "eval"):
@@ -65,7 +67,8 @@ def print_summary(summary: dict, run_dir) -> None:
             parts.append(f"{name} {s['success']:.3f}")
     rl = stages.get("rl", {})
     emit()
-    emit(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s: {rl.get('steps', 0)} RL steps; "
+    skipped = f" ({rl['skipped_steps']} skipped)" if rl.get("skipped_steps") else ""
+    emit(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s: {rl.get('steps', 0)} RL steps{skipped}; "
           f"held-out success ({stages.get('eval', stages.get('rl', {})).get('eval_episodes', '?')} episodes): "
           + (", ".join(parts) or "n/a") + ".")
     table = stages.get("eval", {}).get("table")
@@ -78,3 +81,7 @@ def print_summary(summary: dict, run_dir) -> None:
     emit(f"It lives in {run_dir} (metrics.jsonl, plots/, checkpoints/, rollouts/, summary.json); "
           f"final checkpoint {summary.get('final_checkpoint')}.")
     emit(f"Replay a step with `steprl replay {run_dir} --step 0`, extend it with `steprl resume {run_dir} rl.steps=N`.")
+    lines, failed = skip_warnings(stages)
+    for line in lines:  # last, so the closing lines of a run that did not train say so
+        warn(f"steprl: {line}")
+    return 1 if failed else 0

@@ -135,6 +135,48 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
+MOSTLY_SKIPPED = 0.5
+"""A stage whose guards skipped more than this fraction of its steps is reported as mostly skipped."""
+
+
+def skip_fields(path: Path, stage: str, steps: int) -> dict[str, Any]:
+    """`skipped_steps` (steps of `stage` in 0..steps-1 whose update the guards skipped, from metrics.jsonl) and
+    `mostly_skipped` (more than MOSTLY_SKIPPED of `steps`), for the stage's summary.
+
+    Read from the file, not counted in the loop, so a resumed run counts the steps of its earlier sessions
+    too (resume cuts the rows it re-runs; the last row of a step wins).
+    """
+    last = {r["step"]: r for r in read_metrics(path) if r.get("stage") == stage and 0 <= r.get("step", -1) < steps}
+    n = sum(1 for r in last.values() if _as_float(r.get("skipped")) > 0)
+    return {"skipped_steps": n, "mostly_skipped": steps > 0 and n > MOSTLY_SKIPPED * steps}
+
+
+def skip_warnings(stages: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
+    """(one warning line per stage that skipped most of its steps, whether a stage skipped every one of them).
+
+    `stages` is summary.json's "stages"; a stage without `skipped_steps` (warmup, eval) is not a step loop.
+    """
+    lines, failed = [], False
+    for name, res in stages.items():
+        n, total = res.get("skipped_steps"), res.get("steps")
+        if not res.get("mostly_skipped") or not isinstance(n, int) or not isinstance(total, int) or total <= 0:
+            continue
+        every = n >= total
+        failed |= every
+        lines.append(f"{'error' if every else 'warning'}: {name}: {n} of {total} steps skipped by the guards "
+                     f"(non-finite or spiking loss/gradients; see guard/* in metrics.jsonl): "
+                     + ("nothing was trained" if every else "most of the run did not train"))
+    return lines, failed
+
+
+def _as_float(v: Any) -> float:
+    """A metrics value as a float (0.0 when absent or not a number)."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return 0.0
+
+
 def plot_metrics(rows: Iterable[dict[str, Any]], out_dir: Path) -> list[Path]:
     """One PNG per panel of PLOTS, x = RL step; metrics missing from the rows are left out."""
     import matplotlib

@@ -43,12 +43,13 @@ from steprl.run.checkpoint import Checkpoint, latest_good, prune, resolve_policy
 from steprl.run.evaluate import HeldOut, evaluate, success_fields
 from steprl.run.lock import RunLock
 from steprl.run.loop import Loop, run_steps
-from steprl.run.metrics import MetricsLogger
+from steprl.run.metrics import MetricsLogger, skip_fields
 from steprl.run.pools import LazyPool
 from steprl.run.run_dir import run_path, write_summary
 from steprl.run.sft import warm_up
 from steprl.run.state import RunState
 from steprl.run.torch_setup import setup_torch
+from steprl.run.trainers import sampling_filter
 from steprl.run.weights import weights_copy, weights_fingerprint
 
 log = logging.getLogger(__name__)
@@ -86,12 +87,18 @@ def learner_config(cfg: Config) -> DistillLearnerConfig:
 def make_trainer(
     cfg: Config, student: Policy, teacher: Policy
 ) -> tuple[Trainer, DistillMode | None, DistillMode | None]:
-    """(trainer, on-policy mode, off-policy mode): exact KLs when the vocabulary is small, else sampled / ce."""
+    """(trainer, on-policy mode, off-policy mode): exact KLs when the vocabulary is small, else sampled / ce.
+
+    The sampled route learns through the RL objective, built as the RL stage builds it: the student's sampling
+    filter re-applied to the learner's log-probs (TIS weight 1 at identical weights) and the episode length as
+    the Dr.GRPO normaliser."""
     try:
         return distill_trainer(student.model, teacher.model, learner_config(cfg), pad_id=student.tokenizer.pad_token_id,
                                total_steps=cfg.distill.steps, method=DistillMethod(cfg.distill.method),
                                full_vocab_max=cfg.distill.full_vocab_max, sampled_cfg=cfg.learner,
-                               sample_temperature=cfg.rollout.sampling.temperature)
+                               sample_temperature=cfg.rollout.sampling.temperature,
+                               logit_filter=sampling_filter(cfg, student),
+                               max_episode_tokens=cfg.rollout.sampling.max_episode_tokens)
     except DistillRouteError as e:
         raise SteprlError(str(e)) from None
 
@@ -279,7 +286,10 @@ def run(run: RunState) -> dict[str, Any]:
             p.requires_grad_(flag)
         metrics.close()
         s_pool.close()
-    result = _result(cfg, distill_dir, info, after, path, student, teacher)
+    result = {**_result(cfg, distill_dir, info, after, path, student, teacher),
+              **skip_fields(metrics.path, "distill", cfg.distill.steps)}
+    if result["mostly_skipped"]:
+        log.warning("distill: the guards skipped %d of %d steps", result["skipped_steps"], cfg.distill.steps)
     write_summary(
         distill_dir, {"stages": {"distill": result}, "final_checkpoint": str(path), "params": result["student_params"]}
     )

@@ -7,6 +7,7 @@ weights as the in-flight state, so resume continues exactly.
 
 from __future__ import annotations
 
+import logging
 from concurrent.futures import Future
 from typing import Any
 
@@ -20,8 +21,11 @@ from steprl.run.channels import ObjectStoreChannel
 from steprl.run.evaluate import success_fields
 from steprl.run.learner import Learner, make_learner
 from steprl.run.loop import Loop, run_steps
+from steprl.run.metrics import skip_fields
 from steprl.run.state import RunState
 from steprl.run.topology import topology, write_topology
+
+log = logging.getLogger(__name__)
 
 
 def _resume_point(run: RunState, learner: Learner) -> tuple[int, dict[str, torch.Tensor]]:
@@ -110,6 +114,8 @@ def run(run: RunState) -> dict[str, Any]:
     finally:
         learner.close()
     result = {"steps": cfg.rl.steps, "final_reward_mean": stats.get("reward_mean"),
-              "final_train_success": stats.get("success_rate")}
+              "final_train_success": stats.get("success_rate"), **skip_fields(run.metrics.path, "rl", cfg.rl.steps)}
+    if result["mostly_skipped"]:
+        log.warning("rl: the guards skipped %d of %d steps", result["skipped_steps"], cfg.rl.steps)
     result.update(success_fields(run.held_out("rl").to_dict()))
     return result
