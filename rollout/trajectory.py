@@ -219,7 +219,7 @@ def filtered_logprobs(logits: Any, filt: LogitFilter) -> Any:
     if filt.temperature != 1.0:
         z = z / filt.temperature
     if filt.banned:
-        banned = torch.zeros(z.shape[-1], dtype=torch.bool)
+        banned = torch.zeros(z.shape[-1], dtype=torch.bool, device=z.device)  # the logits' device (CUDA learner)
         banned[list(filt.banned)] = True
         z = z.masked_fill(banned, float("-inf"))
     drop = _dropped(z.detach(), filt)
