@@ -206,12 +206,25 @@ class LogitFilter:
         return bool(self.banned) or self.top_k > 0 or self.top_p < 1.0
 
 
-def filtered_logprobs(logits: Any, filt: LogitFilter) -> Any:
+def filtered_logprobs(logits: Any, filt: LogitFilter, keep: Any = None) -> Any:
     """Log-probs [..., V] (fp32) of softmax(logits / T) with banned ids removed, then top-k, then top-p.
 
     Filtered ids get -inf. Which ids are kept is computed without gradient; the kept log-probs carry
     the gradient of the logits. Works on any leading shape ([B, V] in the sampler, [B, T, V] chunks in
-    the learner); each row is filtered independently.
+    the learner); each row is filtered independently. `keep` (int64 ids, the leading shape): one id per
+    row that top-k/top-p never drop (see `filter_logprobs`).
+    """
+    return filter_logprobs(logits, filt, keep)[0]
+
+
+def filter_logprobs(logits: Any, filt: LogitFilter, keep: Any = None) -> tuple[Any, Any]:
+    """(`filtered_logprobs`, outside): `outside` [...] bool is True where top-k/top-p would have dropped `keep`.
+
+    The learner passes its targets as `keep`: its logits are never the sampler's bits (KV-cache decode vs
+    full forward, bf16), so a sampled token near the top-k/top-p edge can fall outside the learner's kept
+    set, and its log-prob would be -inf (a NaN loss). Kept, it gets a finite log-prob in the kept set plus
+    itself; `outside` counts those disagreements. Where the sets agree the result is unchanged bit for bit.
+    Banned ids stay -inf (they are never sampled). `outside` is None when `keep` is None.
     """
     import torch  # local: this module stays importable without torch for JSON tooling
 
@@ -223,9 +236,16 @@ def filtered_logprobs(logits: Any, filt: LogitFilter) -> Any:
         banned[list(filt.banned)] = True
         z = z.masked_fill(banned, float("-inf"))
     drop = _dropped(z.detach(), filt)
+    outside = None
+    if keep is not None:
+        ids = keep[..., None].to(device=z.device, dtype=torch.int64)
+        outside = torch.zeros(ids.shape[:-1], dtype=torch.bool, device=z.device)
+        if drop is not None:
+            outside = drop.gather(-1, ids)[..., 0]
+            drop = drop.scatter(-1, ids, False)
     if drop is not None:
         z = z.masked_fill(drop, float("-inf"))
-    return torch.log_softmax(z, dim=-1)
+    return torch.log_softmax(z, dim=-1), outside
 
 
 def _dropped(z: Any, filt: LogitFilter) -> Any:
