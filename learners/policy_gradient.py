@@ -202,8 +202,9 @@ class PolicyGradient:
             per_token = out.loss * w
             kl = torch.zeros_like(logp)
             if self.ref_model is not None:
-                with torch.no_grad(), autocast(self.ref_model, cfg.dtype):
-                    ref_logp, _ = token_logprobs(self.ref_model, mb.tokens_BT, mb.attention_mask_BT, self.temperature)
+                with torch.no_grad(), autocast(self.ref_model, cfg.dtype):  # the same filter: like with like
+                    ref_logp, _ = token_logprobs(self.ref_model, mb.tokens_BT, mb.attention_mask_BT,
+                                                 logit_filter=self.logit_filter)
                 kl = k3_kl(logp, ref_logp, cfg.log_ratio_clamp, cfg.kl_clamp)
                 per_token = per_token + cfg.kl_coef * kl
             if cfg.entropy_coef > 0:
