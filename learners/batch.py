@@ -120,7 +120,7 @@ def _fill_row(row: int, t: Trajectory, a: float | torch.Tensor, valid: bool, tok
                              f"expected ({L},)")
         adv[row, : L - 1] = torch.where(m > 0, a[1:].to(torch.float32), 0.0)
     else:
-        adv[row, : L - 1] = float(a) * m
+        adv[row, : L - 1] = torch.where(m > 0, float(a), 0.0)  # a where, never a multiply by the mask
 
 
 def micro_batches(batch: Batch, size: int) -> list[Batch]:

@@ -194,6 +194,9 @@ class PolicyGradient:
                 # the sampled targets are always kept (batch.token_terms); `outside` counts filter disagreements
                 logp, ent, outside = token_terms(self.model, mb.tokens_BT, mb.attention_mask_BT,
                                                  logit_filter=self.logit_filter)
+            # a masked target can be -inf (a banned id in the prompt); the losses see 0 there, so no loss that
+            # multiplies by the mask (GSPO's sequence mean) turns -inf - -inf into NaN. Action tokens are unchanged.
+            logp = torch.where(m > 0, logp, 0.0)
             if epoch == 0:
                 old[j] = logp.detach()  # the proximal policy: parameters before this step's first update
             old_logp = old[j]
