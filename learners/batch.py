@@ -17,11 +17,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import NamedTuple
 
 import torch
 from torch.utils.checkpoint import checkpoint
 
-from steprl.rollout.trajectory import LogitFilter, Trajectory, filtered_logprobs
+from steprl.rollout.trajectory import LogitFilter, Trajectory, filter_logprobs
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ def _fill_row(row: int, t: Trajectory, a: float | torch.Tensor, valid: bool, tok
                              f"expected ({L},)")
         adv[row, : L - 1] = torch.where(m > 0, a[1:].to(torch.float32), 0.0)
     else:
-        adv[row, : L - 1] = float(a) * m
+        adv[row, : L - 1] = torch.where(m > 0, float(a), 0.0)  # a where, never a multiply by the mask
 
 
 def micro_batches(batch: Batch, size: int) -> list[Batch]:
@@ -154,6 +155,17 @@ _HEAD_SPLIT_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 """Model types whose logits are exactly lm_head(decoder(x)) (no logit scaling or soft-capping)."""
 
 
+class TokenTerms(NamedTuple):
+    """Per-target terms [B, T-1] of `token_terms`."""
+
+    logprobs: torch.Tensor
+    """float32 log-probs of the targets under the filter (the target itself always kept)."""
+    entropy: torch.Tensor
+    """float32 entropy of the same filtered distribution."""
+    outside: torch.Tensor
+    """bool: the learner's own top-k/top-p set would have dropped the target (a sampler/learner disagreement)."""
+
+
 def token_logprobs(
     model: torch.nn.Module,
     tokens: torch.Tensor,
@@ -162,12 +174,27 @@ def token_logprobs(
     logit_filter: LogitFilter | None = None,
     chunk_elements: int = CHUNK_ELEMENTS,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-target log-probs and entropies, both [B, T-1] float32 (docs/numerics.md#losses).
+    """(log-probs, entropies) of `token_terms`, both [B, T-1] float32 (docs/numerics.md#losses)."""
+    terms = token_terms(model, tokens, attention_mask, temperature, logit_filter, chunk_elements)
+    return terms.logprobs, terms.entropy
+
+
+def token_terms(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    attention_mask: torch.Tensor,
+    temperature: float = 1.0,
+    logit_filter: LogitFilter | None = None,
+    chunk_elements: int = CHUNK_ELEMENTS,
+) -> TokenTerms:
+    """Per-target log-probs, entropies and filter disagreements, all [B, T-1] (docs/numerics.md#losses).
 
     `logprobs[b, t] = log softmax(filter(z_t))[tokens[b, t+1]]` with the logits upcast to float32
     before filtering and reducing, whatever the model dtype; explicit position ids (right padding).
     `logit_filter` (default: `temperature` alone) is the sampler's filter (temperature, top-k, top-p,
     banned ids), so the learner's log-probs are those of the distribution the tokens were drawn from.
+    The target is never dropped by top-k/top-p: the learner's logits are not the sampler's bits, and a
+    sampled token just outside the learner's set would get -inf (a NaN loss); `outside` marks those.
     Entropy is that of the same filtered distribution. For Llama/Qwen2-type models the LM head runs
     in chunks of the sequence holding at most `chunk_elements` logits each (re-computed in backward),
     so no [B, T, V] float32 tensor is ever held; a batch that fits one chunk takes the plain path.
@@ -185,25 +212,23 @@ def token_logprobs(
     amp = torch.is_autocast_enabled(tokens.device.type)
     if not split or (chunk >= T - 1 and not amp):
         out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
-        return _chunk_terms(out.logits[:, :-1], tokens[:, 1:], filt)
+        return TokenTerms(*_chunk_terms(out.logits[:, :-1], tokens[:, 1:], filt))
     hidden = model.get_decoder()(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids,
                                  use_cache=False).last_hidden_state
     head = model.get_output_embeddings()
-    logps, ents = [], []
+    parts = []
     for s in range(0, T - 1, chunk):
         e = min(T - 1, s + chunk)
 
-        def terms(h: torch.Tensor, s: int = s, e: int = e) -> tuple[torch.Tensor, torch.Tensor]:
+        def terms(h: torch.Tensor, s: int = s, e: int = e) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
             return _chunk_terms(_head(head, h, amp), tokens[:, s + 1 : e + 1], filt)
 
         h = hidden[:, s:e]
         if torch.is_grad_enabled():
-            lp, en = checkpoint(terms, h, use_reentrant=False, preserve_rng_state=False)
+            parts.append(checkpoint(terms, h, use_reentrant=False, preserve_rng_state=False))
         else:
-            lp, en = terms(h)
-        logps.append(lp)
-        ents.append(en)
-    return torch.cat(logps, dim=1), torch.cat(ents, dim=1)
+            parts.append(terms(h))
+    return TokenTerms(*(torch.cat([p[i] for p in parts], dim=1) for i in range(3)))
 
 
 def _head(head: torch.nn.Module, h: torch.Tensor, amp: bool) -> torch.Tensor:
@@ -214,12 +239,18 @@ def _head(head: torch.nn.Module, h: torch.Tensor, amp: bool) -> torch.Tensor:
         return head(h.float())
 
 
-def _chunk_terms(logits: torch.Tensor, targets: torch.Tensor, filt: LogitFilter) -> tuple[torch.Tensor, torch.Tensor]:
-    """(log-prob of `targets`, entropy) [B, c] in fp32 for logits [B, c, V] under `filt`."""
-    logp_all = filtered_logprobs(logits, filt)
+def _chunk_terms(logits: torch.Tensor, targets: torch.Tensor, filt: LogitFilter
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(log-prob of `targets`, entropy, target outside the learner's set) [B, c] for logits [B, c, V] under `filt`.
+
+    Each target is kept by top-k/top-p (`filter_logprobs(..., keep=targets)`), so an action token the sampler
+    emitted always has a finite log-prob here (banned ids are never sampled and stay -inf).
+    """
+    logp_all, outside = filter_logprobs(logits, filt, keep=targets)
     logp = logp_all.gather(-1, targets[..., None]).squeeze(-1)
     if not filt.truncates:
-        return logp, -(logp_all.exp() * logp_all).sum(-1)
-    # filtered ids: exp(-inf) * -inf is NaN (in the gradient too); their share of the entropy is 0
+        return logp, -(logp_all.exp() * logp_all).sum(-1), outside
+    # filtered ids: exp(-inf) * -inf is NaN (in the gradient too); their share of the entropy is 0. masked_fill
+    # before the product (not a where after it), so no NaN reaches the backward either.
     safe = logp_all.masked_fill(~torch.isfinite(logp_all), 0.0)
-    return logp, -(logp_all.exp() * safe).sum(-1)
+    return logp, -(logp_all.exp() * safe).sum(-1), outside

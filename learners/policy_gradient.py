@@ -21,7 +21,7 @@ import torch
 from steprl.rollout.trajectory import LogitFilter, Trajectory
 
 from .advantages import make_advantage
-from .batch import Batch, collate, micro_batches, token_logprobs
+from .batch import Batch, collate, micro_batches, token_logprobs, token_terms
 from .config import LearnerConfig
 from .guarded_optimizer import GuardedOptimizer
 from .losses import aggregate, get_loss, k3_kl, tis_weight
@@ -52,6 +52,8 @@ class StepStats:
     """Mean |log pi_learner - log mu| on trained tokens: large values mean stale sampler weights."""
     grad_norm: float = 0.0
     """Pre-clip global gradient norm."""
+    filter_disagreements: float = 0.0
+    """Trained tokens the learner's own top-k/top-p set would have dropped (kept anyway; first epoch)."""
     lr: float = 0.0
     tokens_trained: float = 0.0
     zero_adv_groups: float = 0.0
@@ -127,7 +129,7 @@ class PolicyGradient:
         per_epoch = [self._epoch(opt, batch, old, epoch) for epoch in range(self.cfg.epochs)]
         for k in ("loss", "kl", "entropy", "clip_frac", "grad_norm"):
             setattr(stats, k, sum(e[k] for e in per_epoch) / len(per_epoch))
-        for k in ("ratio_mean", "ratio_max", "tis_clip_frac", "logprob_gap"):
+        for k in ("ratio_mean", "ratio_max", "tis_clip_frac", "logprob_gap", "filter_disagreements"):
             setattr(stats, k, per_epoch[0][k])
         stats.skipped = float(any(e["skipped"] for e in per_epoch))
         if stats.skipped:  # a skipped (or rolled-back) step leaves no trace: the running baseline neither
@@ -189,8 +191,12 @@ class PolicyGradient:
             mb = to_device(mbs[j], device)
             m = mb.action_mask_BT
             with autocast(self.model, cfg.dtype):  # bf16 body, fp32 head and log-softmax (learners/precision.py)
-                logp, ent = token_logprobs(self.model, mb.tokens_BT, mb.attention_mask_BT,
-                                           logit_filter=self.logit_filter)
+                # the sampled targets are always kept (batch.token_terms); `outside` counts filter disagreements
+                logp, ent, outside = token_terms(self.model, mb.tokens_BT, mb.attention_mask_BT,
+                                                 logit_filter=self.logit_filter)
+            # a masked target can be -inf (a banned id in the prompt); the losses see 0 there, so no loss that
+            # multiplies by the mask (GSPO's sequence mean) turns -inf - -inf into NaN. Action tokens are unchanged.
+            logp = torch.where(m > 0, logp, 0.0)
             if epoch == 0:
                 old[j] = logp.detach()  # the proximal policy: parameters before this step's first update
             old_logp = old[j]
@@ -199,8 +205,9 @@ class PolicyGradient:
             per_token = out.loss * w
             kl = torch.zeros_like(logp)
             if self.ref_model is not None:
-                with torch.no_grad(), autocast(self.ref_model, cfg.dtype):
-                    ref_logp, _ = token_logprobs(self.ref_model, mb.tokens_BT, mb.attention_mask_BT, self.temperature)
+                with torch.no_grad(), autocast(self.ref_model, cfg.dtype):  # the same filter: like with like
+                    ref_logp, _ = token_logprobs(self.ref_model, mb.tokens_BT, mb.attention_mask_BT,
+                                                 logit_filter=self.logit_filter)
                 kl = k3_kl(logp, ref_logp, cfg.log_ratio_clamp, cfg.kl_clamp)
                 per_token = per_token + cfg.kl_coef * kl
             if cfg.entropy_coef > 0:
@@ -208,7 +215,7 @@ class PolicyGradient:
             loss = aggregate(per_token, m, out.aggregation or cfg.aggregation, n_tokens=batch.n_tokens,
                              n_seqs=mb.n_seqs, n_rows=mb.n_rows, norm_len=mb.norm_len)
             loss.backward()
-            opt.reducer.add(j, self._leaf_scalars(loss, m, logp, old_logp, mb, kl, ent, out.clipped))
+            opt.reducer.add(j, self._leaf_scalars(loss, m, logp, old_logp, mb, kl, ent, out.clipped, outside))
         rows = opt.reducer.gather_scalars(len(_LEAF_SCALARS))
         acc = {k: 0.0 for k in _LEAF_SCALARS}
         rho_max = 0.0
@@ -224,9 +231,9 @@ class PolicyGradient:
                 "ratio_mean": acc["rho"] / n if batch.action_mask_BT.sum() > 0 else 1.0,
                 "ratio_max": rho_max if batch.action_mask_BT.sum() > 0 else 1.0,
                 "tis_clip_frac": acc["tis_clip"] / n, "logprob_gap": acc["gap"] / n, "grad_norm": gnorm,
-                "skipped": skipped}
+                "filter_disagreements": acc["outside"], "skipped": skipped}
 
-    def _leaf_scalars(self, loss, m, logp, old_logp, mb: Batch, kl, ent, clipped) -> list[float]:
+    def _leaf_scalars(self, loss, m, logp, old_logp, mb: Batch, kl, ent, clipped, outside) -> list[float]:
         """One micro-batch's statistics, in `_LEAF_SCALARS` order."""
         cfg = self.cfg
         sel = m > 0
@@ -235,9 +242,9 @@ class PolicyGradient:
         return [float(loss.detach()), float(kl.detach()[sel].sum()), float(ent.detach()[sel].sum()),
                 float(clipped[sel].sum()), float(rho[sel].sum()),
                 float((rho[sel] > cfg.tis_cap).sum()) if cfg.tis_cap > 0 else 0.0,
-                float((old_logp - mb.behavior_logprobs_BT)[sel].abs().sum()),
+                float((old_logp - mb.behavior_logprobs_BT)[sel].abs().sum()), float(outside[sel].sum()),
                 float(rho[sel].max()) if any_sel else 0.0, float(any_sel)]
 
 
-_LEAF_SCALARS = ("loss", "kl", "entropy", "clip", "rho", "tis_clip", "gap", "rho_max", "any")
+_LEAF_SCALARS = ("loss", "kl", "entropy", "clip", "rho", "tis_clip", "gap", "outside", "rho_max", "any")
 """Per-micro-batch statistics gathered across ranks; the last two are a max and a flag, not sums."""

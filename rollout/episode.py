@@ -4,7 +4,10 @@ Each env is reset with its spec's `env_seed`; the agent's turns are generated to
 worker's `TurnGenerator` (rollout/backends/base.py: one fixed micro-batch at a time); each
 turn's text goes to its env, and the observation is appended to that row. An episode ends when its env terminates
 or truncates, when it runs out of token budget, or when its env raises (then it is truncated
-with the error recorded: one broken env never kills the micro-batch). A `ToolTimeout` is the
+with the error recorded: one broken env never kills the micro-batch). An episode whose prompt alone
+exceeds the budget is truncated before any compute: its prompt never reaches the generator, and it is
+recorded without tokens (`OVER_BUDGET_ERROR`, counted as `rollout/over_budget`), so neither the
+sampler nor the learner ever holds it at full length. A `ToolTimeout` is the
 exception: it is a fault of the machine, not of the episode, so it leaves the micro-batch (the
 pool retries it) instead of becoming an observation or an errored episode.
 """
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,6 +28,16 @@ from steprl.rollout.sampler import SamplingParams
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 log = logging.getLogger(__name__)
+
+OVER_BUDGET_ERROR = "prompt ({tokens} tokens) exceeds max_episode_tokens ({budget})"
+"""The error of an episode whose prompt alone is over the budget (never played; `is_over_budget`)."""
+
+_OVER_BUDGET = re.compile(re.escape(OVER_BUDGET_ERROR).replace(r"\{tokens\}", r"\d+").replace(r"\{budget\}", r"\d+"))
+
+
+def is_over_budget(t: Trajectory) -> bool:
+    """True for an episode given up on because its prompt exceeded `max_episode_tokens`."""
+    return bool(_OVER_BUDGET.fullmatch(t.error))
 
 
 @dataclass
@@ -78,12 +92,15 @@ def play_micro_batch(
     """
     rows = [_reset(env, spec, turn_format) for env, spec in zip(envs, specs)]
     budget = sampling.max_episode_tokens
-    for r in rows:
-        if len(r.tokens) >= budget:
-            why = f"prompt ({len(r.tokens)} tokens) exceeds max_episode_tokens ({budget})"
+    prompts = [r.tokens for r in rows]
+    for i, r in enumerate(rows):
+        if len(r.tokens) >= budget:  # before any compute: never prefilled, never recorded at full length
+            why = OVER_BUDGET_ERROR.format(tokens=len(r.tokens), budget=budget)
             r.live, r.truncated, r.error = False, True, r.error or why
+            prompts[i] = r.tokens[:1]  # a placeholder row (never active, so never run by the hf backend)
+            r.tokens, r.mask, r.logprobs, r.prompt_len = [], [], [], 0
     params = sampling_params(sampling, greedy, turn_format)
-    generator.prefill([r.tokens for r in rows], [s.sample_key for s in specs], params)
+    generator.prefill(prompts, [s.sample_key for s in specs], params)
     turn = 0
     while any(r.live for r in rows):
         active = [r.live for r in rows]

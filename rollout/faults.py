@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from steprl.envs.tools import ToolTimeout
+from steprl.rollout.episode import is_over_budget
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 TOOL_TIMEOUT_ERROR = "tool timeout after {attempts} attempts"
@@ -34,9 +35,11 @@ def timed_out_episodes(specs: Sequence[EpisodeSpec], version: int, attempts: int
 
 
 def fault_fields(trajs: Sequence[Trajectory]) -> dict[str, float]:
-    """Step metrics: `rollout/errored_episodes` (any error) and `rollout/tool_timeouts` (given up on timeouts)."""
+    """Step metrics: `rollout/errored_episodes` (any error), `rollout/tool_timeouts` (given up on timeouts) and
+    `rollout/over_budget` (prompt over max_episode_tokens, never played)."""
     prefix = TOOL_TIMEOUT_ERROR.split("{", 1)[0]
     return {
         "rollout/errored_episodes": float(sum(1 for t in trajs if t.error)),
         "rollout/tool_timeouts": float(sum(1 for t in trajs if t.error.startswith(prefix))),
+        "rollout/over_budget": float(sum(1 for t in trajs if is_over_budget(t))),
     }

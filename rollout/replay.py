@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from steprl.rollout.plan import spec_micro_batches
-from steprl.rollout.trajectory import EpisodeSpec, Trajectory
+from steprl.rollout.trajectory import DIGEST_VERSION, EpisodeSpec, Trajectory, compute_digest, digest_version_of
 
 
 @dataclass(frozen=True)
@@ -33,14 +33,19 @@ def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
 
 
 def compare(recorded: Sequence[Trajectory], replayed: Sequence[Trajectory]) -> list[Mismatch]:
-    """Episodes whose replayed trajectory differs from the record (by digest), with the first bad token."""
+    """Episodes whose replayed trajectory differs from the record (by digest), with the first bad token.
+
+    A record of an older digest rule (a v1 rollout file) is compared by that rule: the replayed trajectory's
+    digest is recomputed under it, so old runs still replay (without the log-prob check rule 2 adds).
+    """
     by_index = {t.spec.index: t for t in replayed}
     out = []
     for r in sorted(recorded, key=lambda t: t.spec.index):
         p = by_index.get(r.spec.index)
+        rule = digest_version_of(r) or DIGEST_VERSION
         if p is None:
             out.append(Mismatch(r.spec.index, None, "not replayed"))
-        elif p.digest != r.digest:
+        elif (p.digest if rule == DIGEST_VERSION else compute_digest(p, rule)) != r.digest:
             pos = first_difference(r.tokens, p.tokens)
             if pos is not None:
                 got = p.tokens[pos] if pos < len(p.tokens) else "end"

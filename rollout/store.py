@@ -3,6 +3,9 @@
 `runs/<name>/rollouts/step_NNNNNN.jsonl.gz`: a header line, then one trajectory per line. Each
 record carries its digest, so a tampered token (with the old digest kept) is caught on read,
 as is a truncated gzip stream, a line that is not JSON, or a wrong record count. Never pickle.
+
+Format v2 records use trajectory digest rule 2 (behaviour log-probs and error included); format v1
+files, written before, are still read and each record verified by rule 1, the rule it was written with.
 """
 
 from __future__ import annotations
@@ -15,9 +18,13 @@ import zlib
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from steprl.rollout.trajectory import Trajectory
+from steprl.rollout.trajectory import DIGEST_VERSION, Trajectory
 
-FORMAT = "steprl-rollouts-v1"
+FORMAT = "steprl-rollouts-v2"
+"""The format new records are written in."""
+
+DIGEST_RULES = {"steprl-rollouts-v1": 1, FORMAT: DIGEST_VERSION}
+"""Readable formats -> the trajectory digest rule their records were written with."""
 
 
 class RecordError(ValueError):
@@ -41,8 +48,11 @@ def steps_digest(trajs: Iterable[Trajectory]) -> str:
     return h.hexdigest()
 
 
-def write_step(rollout_dir: str | Path, step: int, trajs: Sequence[Trajectory], logprobs: bool = True) -> Path:
-    """Write the step's trajectories (sorted by episode index) to a temp file, fsync, rename into place."""
+def write_step(rollout_dir: str | Path, step: int, trajs: Sequence[Trajectory]) -> Path:
+    """Write the step's trajectories (sorted by episode index) to a temp file, fsync, rename into place.
+
+    Log-probs are always written: they are part of the digest, so a record without them could not be verified.
+    """
     path = step_path(rollout_dir, step)
     path.parent.mkdir(parents=True, exist_ok=True)
     ordered = sorted(trajs, key=lambda t: t.spec.index)
@@ -55,7 +65,7 @@ def write_step(rollout_dir: str | Path, step: int, trajs: Sequence[Trajectory], 
                 for t in ordered:
                     gz.write(
                         (
-                            json.dumps(t.to_dict(logprobs=logprobs), sort_keys=True, separators=(",", ":")) + "\n"
+                            json.dumps(t.to_dict(), sort_keys=True, separators=(",", ":")) + "\n"
                         ).encode()
                     )
             raw.flush()
@@ -96,15 +106,17 @@ def read_file(path: str | Path) -> list[Trajectory]:
     if not lines:
         raise RecordError(f"{path}: empty record (no header line)")
     header = _json(path, 1, lines[0])
-    if not isinstance(header, dict) or header.get("format") != FORMAT:
-        raise RecordError(f"{path}:1: not a steprl rollout header (expected format {FORMAT!r})")
+    if not isinstance(header, dict) or header.get("format") not in DIGEST_RULES:
+        raise RecordError(f"{path}:1: not a steprl rollout header (expected format {FORMAT!r} "
+                          f"or an older {sorted(set(DIGEST_RULES) - {FORMAT})})")
+    rule = DIGEST_RULES[header["format"]]
     trajs = []
     for n, line in enumerate(lines[1:], start=2):
         try:
             t = Trajectory.from_dict(_json(path, n, line))
         except (ValueError, TypeError) as e:
             raise RecordError(f"{path}:{n}: bad trajectory record ({e})") from None
-        if not t.verify():
+        if not t.verify(rule):
             raise RecordError(f"{path}:{n}: digest mismatch for episode {t.spec.index} (the record was altered)")
         trajs.append(t)
     if header.get("count") != len(trajs):

@@ -50,7 +50,7 @@ class Trajectory:
     `action_mask[t]` is 1 where the policy generated token t and 0 on prompt, observation
     and tool-result tokens. `behavior_logprobs[t]` is the sampler's log-prob of token t under
     the tempered, filtered distribution (0.0 where the mask is 0). `digest` is a blake2b hash
-    of spec, policy version, tokens, mask and rewards (see `compute_digest`).
+    of spec, policy version, tokens, mask, rewards, behaviour log-probs and error (see `compute_digest`).
     """
 
     spec: EpisodeSpec
@@ -94,12 +94,12 @@ class Trajectory:
         """Number of tokens the policy generated."""
         return sum(self.action_mask)
 
-    def verify(self) -> bool:
-        """True when the stored digest matches the content."""
-        return self.digest == compute_digest(self)
+    def verify(self, version: int | None = None) -> bool:
+        """True when the stored digest matches the content under digest rule `version` (default: the current)."""
+        return self.digest == compute_digest(self, DIGEST_VERSION if version is None else version)
 
     def to_dict(self, logprobs: bool = True) -> dict[str, Any]:
-        """Plain JSON-ready dict (log-probs optional: they are large and not part of the digest)."""
+        """Plain JSON-ready dict. Without log-probs (for display) it no longer verifies: they are in the digest."""
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["spec"] = self.spec.to_dict()
         for name in ("tokens", "action_mask", "behavior_logprobs", "turn_rewards"):
@@ -126,8 +126,19 @@ class Trajectory:
         return cls(**kw)
 
 
-def compute_digest(t: Trajectory) -> str:
-    """blake2b-128 hex of the canonical JSON of (spec, policy_version, tokens, mask, rewards, turns)."""
+DIGEST_VERSION = 2
+"""The digest rule of new trajectories. 1: spec, policy version, tokens, mask, rewards, turns and flags;
+2 adds the behaviour log-probs (every bit) and the error field, both consumed by the learner, so a retried
+micro-batch or a replay whose log-probs drifted no longer passes as identical. Records of rule 1 (rollout
+files of format v1) are still verified by rule 1 (rollout/store.py)."""
+
+DIGEST_VERSIONS = (1, 2)
+
+
+def compute_digest(t: Trajectory, version: int = DIGEST_VERSION) -> str:
+    """blake2b-128 hex of the canonical JSON of the trajectory's defining fields under digest rule `version`."""
+    if version not in DIGEST_VERSIONS:
+        raise ValueError(f"unknown trajectory digest version {version}; known: {list(DIGEST_VERSIONS)}")
     payload = {
         "spec": t.spec.to_dict(),
         "policy_version": t.policy_version,
@@ -139,8 +150,19 @@ def compute_digest(t: Trajectory) -> str:
         "finished": t.finished,
         "truncated": t.truncated,
     }
+    if version >= 2:
+        payload["behavior_logprobs"] = [_float_repr(x) for x in t.behavior_logprobs]
+        payload["error"] = t.error
     blob = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()
     return hashlib.blake2b(blob, digest_size=16, person=b"steprl-traj").hexdigest()
+
+
+def digest_version_of(t: Trajectory) -> int | None:
+    """The digest rule under which `t`'s stored digest matches its content (newest first); None if none does."""
+    for v in sorted(DIGEST_VERSIONS, reverse=True):
+        if t.digest == compute_digest(t, v):
+            return v
+    return None
 
 
 def _float_repr(x: float) -> str:
@@ -206,12 +228,25 @@ class LogitFilter:
         return bool(self.banned) or self.top_k > 0 or self.top_p < 1.0
 
 
-def filtered_logprobs(logits: Any, filt: LogitFilter) -> Any:
+def filtered_logprobs(logits: Any, filt: LogitFilter, keep: Any = None) -> Any:
     """Log-probs [..., V] (fp32) of softmax(logits / T) with banned ids removed, then top-k, then top-p.
 
     Filtered ids get -inf. Which ids are kept is computed without gradient; the kept log-probs carry
     the gradient of the logits. Works on any leading shape ([B, V] in the sampler, [B, T, V] chunks in
-    the learner); each row is filtered independently.
+    the learner); each row is filtered independently. `keep` (int64 ids, the leading shape): one id per
+    row that top-k/top-p never drop (see `filter_logprobs`).
+    """
+    return filter_logprobs(logits, filt, keep)[0]
+
+
+def filter_logprobs(logits: Any, filt: LogitFilter, keep: Any = None) -> tuple[Any, Any]:
+    """(`filtered_logprobs`, outside): `outside` [...] bool is True where top-k/top-p would have dropped `keep`.
+
+    The learner passes its targets as `keep`: its logits are never the sampler's bits (KV-cache decode vs
+    full forward, bf16), so a sampled token near the top-k/top-p edge can fall outside the learner's kept
+    set, and its log-prob would be -inf (a NaN loss). Kept, it gets a finite log-prob in the kept set plus
+    itself; `outside` counts those disagreements. Where the sets agree the result is unchanged bit for bit.
+    Banned ids stay -inf (they are never sampled). `outside` is None when `keep` is None.
     """
     import torch  # local: this module stays importable without torch for JSON tooling
 
@@ -219,13 +254,20 @@ def filtered_logprobs(logits: Any, filt: LogitFilter) -> Any:
     if filt.temperature != 1.0:
         z = z / filt.temperature
     if filt.banned:
-        banned = torch.zeros(z.shape[-1], dtype=torch.bool)
+        banned = torch.zeros(z.shape[-1], dtype=torch.bool, device=z.device)  # the logits' device (CUDA learner)
         banned[list(filt.banned)] = True
         z = z.masked_fill(banned, float("-inf"))
     drop = _dropped(z.detach(), filt)
+    outside = None
+    if keep is not None:
+        ids = keep[..., None].to(device=z.device, dtype=torch.int64)
+        outside = torch.zeros(ids.shape[:-1], dtype=torch.bool, device=z.device)
+        if drop is not None:
+            outside = drop.gather(-1, ids)[..., 0]
+            drop = drop.scatter(-1, ids, False)
     if drop is not None:
         z = z.masked_fill(drop, float("-inf"))
-    return torch.log_softmax(z, dim=-1)
+    return torch.log_softmax(z, dim=-1), outside
 
 
 def _dropped(z: Any, filt: LogitFilter) -> Any:

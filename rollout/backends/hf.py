@@ -230,8 +230,13 @@ class GenerationBatch:
     # ----------------------------------------------------------------- model feeding
 
     def _feed_pending(self, need: list[int]) -> None:
-        """Run every row's pending tokens through the model in one chunk (rows in `need` must get logits)."""
-        chunks = [self._pending[b] for b in range(self.batch)]
+        """Run the pending tokens of the rows in `need` (the rows about to generate) through the model in one chunk.
+
+        Other rows keep theirs: a row that is not generating (finished, or never started because its prompt is
+        over the episode budget) is never run through the model, so it costs no compute and no memory.
+        """
+        wanted = set(need)
+        chunks = [self._pending[b] if b in wanted else [] for b in range(self.batch)]
         if not any(chunks):
             return
         width = max(len(c) for c in chunks)
@@ -247,7 +252,8 @@ class GenerationBatch:
                 self._cached[b] += n
         got = new_valid[:, -1]
         self._forward(ids, pos, new_valid, got)
-        self._pending = [[] for _ in range(self.batch)]
+        for b in wanted:
+            self._pending[b] = []
 
     def _feed_step(self, fed: list[tuple[int, int]]) -> None:
         """One decode step: feed each running row's new token; other rows get a hole."""

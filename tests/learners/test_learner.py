@@ -15,7 +15,8 @@ from steprl.learners.guards import TrainingDivergedError
 from steprl.learners.trainer import rl_trainer
 
 METRICS = {"loss", "reward_mean", "reward_std", "success_rate", "kl", "entropy", "clip_frac", "ratio_mean", "ratio_max",
-           "tis_clip_frac", "logprob_gap", "grad_norm", "lr", "tokens_trained", "zero_adv_groups", "skipped",
+           "tis_clip_frac", "logprob_gap", "filter_disagreements", "grad_norm", "lr", "tokens_trained",
+           "zero_adv_groups", "skipped",
            "guard/nonfinite", "guard/spike_loss", "guard/spike_grad", "guard/grad_clipped", "guard/rollbacks",
            "guard/bad_trajectories", "guard/filtered_trajectories", "guard/consecutive_skips", "guard/lr_scale"}
 

@@ -1,10 +1,11 @@
 """EpisodeSpec/Trajectory records: JSON round trip, digest sensitivity, validation messages."""
 
 import json
+from dataclasses import replace
 
 import pytest
 
-from steprl.rollout.trajectory import EpisodeSpec, Trajectory
+from steprl.rollout.trajectory import EpisodeSpec, Trajectory, compute_digest
 
 
 def make(tokens=(1, 2, 3), reward=1.0):
@@ -43,10 +44,13 @@ def test_digest_changes_with_any_token_or_reward():
     assert not Trajectory.from_dict(d).verify()
 
 
-def test_logprobs_optional_in_records():
+def test_records_without_logprobs_load_but_only_verify_by_the_v1_rule():
     d = make().to_dict(logprobs=False)
     assert "behavior_logprobs" not in d
-    assert Trajectory.from_dict(d).verify()
+    back = Trajectory.from_dict(d)
+    assert back.behavior_logprobs == (0.0, 0.0, 0.0)
+    assert not back.verify()  # rule 2 digests the log-probs the learner consumes: missing ones are caught
+    assert replace(back, digest=compute_digest(back, version=1)).verify(version=1)
 
 
 def test_length_mismatch_and_bad_fields_are_named():
