@@ -3,9 +3,10 @@
 One optimizer step is: gradient reduction (`reduce_gradients`, the only place gradients are
 read) -> non-finite check -> loss and grad-norm spike checks -> global grad clip -> AdamW
 step; or a skip, with gradients zeroed and parameters and optimizer state untouched, and
-after too many skips in a row a rollback to the last good state with a reduced learning
-rate. Every action is counted (reported as `guard/<name>`). Spike checks and rollback can be
-switched off (warm-up SFT): then they cost nothing, not even the per-step snapshot.
+after too many skips in a row a rollback to the state `rollback_steps` (N) to 2N - 1 applied
+steps back, with a reduced learning rate. Every action is counted (reported as `guard/<name>`).
+Spike checks and rollback can be switched off (warm-up SFT): then they cost nothing, not even
+the snapshot taken every N applied steps.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class GuardedOptimizer:
     """AdamW + spike detectors + rollback guard + counters for one model.
 
     `cfg` needs lr, betas, weight_decay, warmup_steps, schedule, grad_clip, spike_window,
-    spike_factor, spike_min_history, spike_floor, max_consecutive_skips, max_rollbacks and
-    rollback_lr_factor (`OptimizerGuardsConfig` and its subclasses have them). `spike_guard`
+    spike_factor, spike_min_history, spike_floor, max_consecutive_skips, max_rollbacks,
+    rollback_lr_factor and rollback_steps (`OptimizerGuardsConfig` and its subclasses have them). `spike_guard`
     False never consults the spike windows; `rollback` False never snapshots nor rolls back
     (a skipped step is then only skipped); `min_lr_ratio` is the schedule's floor.
     """
@@ -45,11 +46,12 @@ class GuardedOptimizer:
                                            betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
         self.spike_loss = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
         self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
-        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
+        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor,
+                                      cfg.rollback_steps)
         self.counters = {k: 0 for k in (*GUARD_COUNTERS, *extra_counters)}
         self.reducer = TreeReducer([p for g in self.optimizer.param_groups for p in g["params"]], comm)
         if self.rollback_on:
-            self.rollback.good(model, self.optimizer)
+            self.rollback.start(model, self.optimizer)
 
     def lr_at(self, step: int) -> float:
         """lr of update `step`: base x schedule(step) x rollback scale."""
