@@ -21,7 +21,11 @@ class OptimizerGuardsConfig:
     warmup_steps: int = 0
     """Linear learning-rate warm-up steps."""
     schedule: str = "constant"
-    """Learning-rate schedule after warm-up: constant, linear or cosine (over the run's steps)."""
+    """Learning-rate schedule after warm-up: constant, linear or cosine (over schedule_steps)."""
+    schedule_steps: int = 0
+    """Horizon H of the linear/cosine schedule: the decay ends at step H, and every later step runs at
+    lr x the floor (0 for RL). 0: the stage's steps (rl.steps). `steprl resume RUN rl.steps=M` records the
+    run's old rl.steps here, so extending a run never changes the lr of a step."""
     micro_batch: int = 16
     """Sequences per forward/backward (gradient accumulation); does not change the result beyond rounding."""
     grad_clip: float = 1.0
@@ -58,7 +62,7 @@ class OptimizerGuardsConfig:
                      "rollback_steps"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
-        for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor"):
+        for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor", "schedule_steps"):
             if getattr(self, name) < 0:
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
         from .schedule import SCHEDULES  # the registries import torch: keep `import config` light

@@ -28,11 +28,12 @@ GUARD_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "roll
 class GuardedOptimizer:
     """AdamW + spike detectors + rollback guard + counters for one model.
 
-    `cfg` needs lr, betas, weight_decay, warmup_steps, schedule, grad_clip, spike_window,
+    `cfg` needs lr, betas, weight_decay, warmup_steps, schedule, schedule_steps, grad_clip, spike_window,
     spike_factor, spike_min_history, spike_floor, max_consecutive_skips, max_rollbacks,
     rollback_lr_factor and rollback_steps (`OptimizerGuardsConfig` and its subclasses have them). `spike_guard`
     False never consults the spike windows; `rollback` False never snapshots nor rolls back
-    (a skipped step is then only skipped); `min_lr_ratio` is the schedule's floor.
+    (a skipped step is then only skipped); `min_lr_ratio` is the schedule's floor. The schedule's horizon
+    is `cfg.schedule_steps` when set (> 0), else `total_steps`.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int, extra_counters: Sequence[str] = (), *,
@@ -41,6 +42,8 @@ class GuardedOptimizer:
         """AdamW over the trainable parameters; counters GUARD_COUNTERS + extra_counters; `comm` the
         data-parallel group the gradients are reduced over (None: this process alone)."""
         self.model, self.cfg, self.total_steps = model, cfg, int(total_steps)
+        self.schedule_steps = int(cfg.schedule_steps) or self.total_steps
+        """Horizon of the lr schedule: cfg.schedule_steps, or (0) the trainer's total steps."""
         self.spike_guard, self.rollback_on, self.min_lr_ratio = bool(spike_guard), bool(rollback), float(min_lr_ratio)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                            betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
@@ -56,7 +59,7 @@ class GuardedOptimizer:
     def lr_at(self, step: int) -> float:
         """lr of update `step`: base x schedule(step) x rollback scale."""
         c = self.cfg
-        mult = lr_multiplier(step, warmup_steps=c.warmup_steps, total_steps=self.total_steps, schedule=c.schedule,
+        mult = lr_multiplier(step, warmup_steps=c.warmup_steps, total_steps=self.schedule_steps, schedule=c.schedule,
                              min_ratio=self.min_lr_ratio)
         return c.lr * mult * self.rollback.lr_scale
 
