@@ -21,7 +21,11 @@ class OptimizerGuardsConfig:
     warmup_steps: int = 0
     """Linear learning-rate warm-up steps."""
     schedule: str = "constant"
-    """Learning-rate schedule after warm-up: constant, linear or cosine (over the run's steps)."""
+    """Learning-rate schedule after warm-up: constant, linear or cosine (over schedule_steps)."""
+    schedule_steps: int = 0
+    """Horizon H of the linear/cosine schedule: the decay ends at step H, and every later step runs at
+    lr x the floor (0 for RL). 0: the stage's steps (rl.steps). `steprl resume RUN rl.steps=M` records the
+    run's old rl.steps here, so extending a run never changes the lr of a step."""
     micro_batch: int = 16
     """Sequences per forward/backward (gradient accumulation); does not change the result beyond rounding."""
     grad_clip: float = 1.0
@@ -37,11 +41,16 @@ class OptimizerGuardsConfig:
     Needed because a policy-gradient loss with centred advantages sits near 0 (|median|, MAD ~ 1e-8) until
     a KL or entropy term makes it O(0.01), which is no spike."""
     max_consecutive_skips: int = 3
-    """After this many skipped steps in a row, roll back to the last good state."""
+    """After this many skipped steps in a row, roll back (see rollback_steps)."""
     max_rollbacks: int = 3
     """After this many rollbacks, stop with an error."""
     rollback_lr_factor: float = 0.5
     """Learning rate multiplier applied at each rollback."""
+    rollback_steps: int = 4
+    """N: a rollback restores the model and AdamW state from before the last n applied steps, N <= n <= 2N - 1
+    (learners/guards.py `RollbackGuard`: the states at the start and after every N-th applied step are kept, the
+    newest two, and checkpointed); back to the trainer's start (or the last rollback's landing state) when fewer
+    than N steps were applied since it."""
 
     def check_guards(self) -> list[tuple[str, str]]:
         """(field, problem) pairs for the shared optimizer and guard settings."""
@@ -49,10 +58,11 @@ class OptimizerGuardsConfig:
         for name in ("lr", "spike_factor", "rollback_lr_factor"):
             if not getattr(self, name) > 0:
                 out.append((name, f"expected > 0, got {getattr(self, name)}"))
-        for name in ("micro_batch", "spike_window", "spike_min_history", "max_consecutive_skips", "max_rollbacks"):
+        for name in ("micro_batch", "spike_window", "spike_min_history", "max_consecutive_skips", "max_rollbacks",
+                     "rollback_steps"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
-        for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor"):
+        for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor", "schedule_steps"):
             if getattr(self, name) < 0:
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
         from .schedule import SCHEDULES  # the registries import torch: keep `import config` light

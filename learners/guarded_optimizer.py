@@ -3,9 +3,10 @@
 One optimizer step is: gradient reduction (`reduce_gradients`, the only place gradients are
 read) -> non-finite check -> loss and grad-norm spike checks -> global grad clip -> AdamW
 step; or a skip, with gradients zeroed and parameters and optimizer state untouched, and
-after too many skips in a row a rollback to the last good state with a reduced learning
-rate. Every action is counted (reported as `guard/<name>`). Spike checks and rollback can be
-switched off (warm-up SFT): then they cost nothing, not even the per-step snapshot.
+after too many skips in a row a rollback to the state `rollback_steps` (N) to 2N - 1 applied
+steps back, with a reduced learning rate. Every action is counted (reported as `guard/<name>`).
+Spike checks and rollback can be switched off (warm-up SFT): then they cost nothing, not even
+the snapshot taken every N applied steps.
 """
 
 from __future__ import annotations
@@ -27,11 +28,12 @@ GUARD_COUNTERS = ("nonfinite", "spike_loss", "spike_grad", "grad_clipped", "roll
 class GuardedOptimizer:
     """AdamW + spike detectors + rollback guard + counters for one model.
 
-    `cfg` needs lr, betas, weight_decay, warmup_steps, schedule, grad_clip, spike_window,
-    spike_factor, spike_min_history, spike_floor, max_consecutive_skips, max_rollbacks and
-    rollback_lr_factor (`OptimizerGuardsConfig` and its subclasses have them). `spike_guard`
+    `cfg` needs lr, betas, weight_decay, warmup_steps, schedule, schedule_steps, grad_clip, spike_window,
+    spike_factor, spike_min_history, spike_floor, max_consecutive_skips, max_rollbacks,
+    rollback_lr_factor and rollback_steps (`OptimizerGuardsConfig` and its subclasses have them). `spike_guard`
     False never consults the spike windows; `rollback` False never snapshots nor rolls back
-    (a skipped step is then only skipped); `min_lr_ratio` is the schedule's floor.
+    (a skipped step is then only skipped); `min_lr_ratio` is the schedule's floor. The schedule's horizon
+    is `cfg.schedule_steps` when set (> 0), else `total_steps`.
     """
 
     def __init__(self, model: torch.nn.Module, cfg: Any, total_steps: int, extra_counters: Sequence[str] = (), *,
@@ -40,21 +42,24 @@ class GuardedOptimizer:
         """AdamW over the trainable parameters; counters GUARD_COUNTERS + extra_counters; `comm` the
         data-parallel group the gradients are reduced over (None: this process alone)."""
         self.model, self.cfg, self.total_steps = model, cfg, int(total_steps)
+        self.schedule_steps = int(cfg.schedule_steps) or self.total_steps
+        """Horizon of the lr schedule: cfg.schedule_steps, or (0) the trainer's total steps."""
         self.spike_guard, self.rollback_on, self.min_lr_ratio = bool(spike_guard), bool(rollback), float(min_lr_ratio)
         self.optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr,
                                            betas=tuple(cfg.betas), weight_decay=cfg.weight_decay, foreach=False)
         self.spike_loss = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
         self.spike_grad = SpikeDetector(cfg.spike_window, cfg.spike_factor, cfg.spike_min_history, cfg.spike_floor)
-        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor)
+        self.rollback = RollbackGuard(cfg.max_consecutive_skips, cfg.max_rollbacks, cfg.rollback_lr_factor,
+                                      cfg.rollback_steps)
         self.counters = {k: 0 for k in (*GUARD_COUNTERS, *extra_counters)}
         self.reducer = TreeReducer([p for g in self.optimizer.param_groups for p in g["params"]], comm)
         if self.rollback_on:
-            self.rollback.good(model, self.optimizer)
+            self.rollback.start(model, self.optimizer)
 
     def lr_at(self, step: int) -> float:
         """lr of update `step`: base x schedule(step) x rollback scale."""
         c = self.cfg
-        mult = lr_multiplier(step, warmup_steps=c.warmup_steps, total_steps=self.total_steps, schedule=c.schedule,
+        mult = lr_multiplier(step, warmup_steps=c.warmup_steps, total_steps=self.schedule_steps, schedule=c.schedule,
                              min_ratio=self.min_lr_ratio)
         return c.lr * mult * self.rollback.lr_scale
 

@@ -6,8 +6,9 @@
   pre-clip norm.
 - `SpikeDetector`: flags a value far above the robust scale of a window of recent finite
   values (a robust variant of Megatron-LM's spike check, see the class docstring).
-- `RollbackGuard`: after too many skipped steps in a row, restore the last good model and
-  optimizer state and shrink the lr; after too many rollbacks, raise `TrainingDivergedError`.
+- `RollbackGuard`: after too many skipped steps in a row, restore the model and optimizer state
+  from `rollback_steps` (N) to 2N - 1 applied steps back and shrink the lr; after too many rollbacks,
+  raise `TrainingDivergedError`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ log = logging.getLogger(__name__)
 
 
 class TrainingDivergedError(RuntimeError):
-    """Raised when rollbacks to the last good state no longer help."""
+    """Raised when rollbacks to an earlier state no longer help."""
 
 
 def nonfinite_check(loss: float, grad_norm: float, params: Iterable[torch.nn.Parameter]) -> bool:
@@ -115,30 +116,56 @@ class SpikeDetector:
 
 
 class RollbackGuard:
-    """Roll back to the last good model + optimizer state after repeated skipped steps.
+    """Roll back the model + optimizer state `steps` (N) or more applied steps after repeated skipped steps.
 
-    Call `good(model, optimizer)` after every applied step (it snapshots both) and
-    `skipped(model, optimizer)` after every skipped one. After `max_consecutive_skips` skips
-    in a row the snapshot is restored, `lr_scale` is multiplied by `lr_factor` and the streak
-    restarts. At most `max_rollbacks` rollbacks happen; the next one that would be needed
-    raises `TrainingDivergedError`.
+    It keeps the state at its start and after every N-th applied step since, the newest two (`older`,
+    `newer`; `since` counts applied steps after `newer`). After `max_consecutive_skips` skips in a row it
+    restores `older`: the state before the last n applied steps, N <= n <= 2N - 1 (n = N + since). When
+    fewer than N steps were applied since the start there is no `older`, and it restores the start (n < N).
+    The restored state becomes the new start, so a later rollback never goes past it. Skipped steps change
+    nothing and count for nothing. Each rollback multiplies `lr_scale` by `lr_factor` and restarts the
+    streak; at most `max_rollbacks` happen, the next one that would be needed raises `TrainingDivergedError`.
+
+    Only model and optimizer state go back: the step counter (so the lr schedule), the spike windows and
+    the objective's state do not. Cost: two copies of model + optimizer state held (and checkpointed: a
+    rollback after a resume must equal one without), one copy made every N applied steps.
+
+    Call `start(model, optimizer)` once before training, `good(...)` after every applied step and
+    `skipped(...)` after every skipped one.
     """
 
-    def __init__(self, max_consecutive_skips: int, max_rollbacks: int, lr_factor: float) -> None:
-        """No snapshot yet; call `good` once before training to take the initial one."""
+    def __init__(self, max_consecutive_skips: int, max_rollbacks: int, lr_factor: float, steps: int = 1) -> None:
+        """No snapshot yet; call `start` once before training."""
+        if steps < 1:
+            raise ValueError(f"rollback steps: expected a positive integer, got {steps}")
         self.max_consecutive_skips, self.max_rollbacks, self.lr_factor = max_consecutive_skips, max_rollbacks, lr_factor
+        self.steps = int(steps)
         self.consecutive = 0
         self.rollbacks = 0
         self.lr_scale = 1.0
-        self.snapshot: dict | None = None
+        self.since = 0
+        self.newer: dict | None = None
+        self.older: dict | None = None
+
+    @staticmethod
+    def _copy(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+        """Detached copies of the model's and the optimizer's state dicts."""
+        return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                "optimizer": copy.deepcopy(optimizer.state_dict())}
+
+    def start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """Record the starting state (the oldest a rollback can restore)."""
+        self.newer, self.older, self.since = self._copy(model, optimizer), None, 0
 
     def good(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Record an applied step: reset the streak and snapshot model and optimizer."""
+        """Record an applied step: reset the streak; every N-th applied step, the current state becomes `newer`."""
         self.consecutive = 0
-        self.snapshot = {
-            "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
-            "optimizer": copy.deepcopy(optimizer.state_dict()),
-        }
+        if self.newer is None:  # no start recorded: this state is the start
+            self.start(model, optimizer)
+            return
+        self.since += 1
+        if self.since >= self.steps:
+            self.older, self.newer, self.since = self.newer, self._copy(model, optimizer), 0
 
     def skipped(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> bool:
         """Record a skipped step; returns True when it triggered a rollback."""
@@ -149,34 +176,46 @@ class RollbackGuard:
             raise TrainingDivergedError(
                 f"training diverged: {self.consecutive} consecutive skipped steps "
                 f"(non-finite or spiking loss/grad norm) "
-                f"after {self.rollbacks} rollbacks to the last good state (max_rollbacks={self.max_rollbacks}, "
+                f"after {self.rollbacks} rollbacks to an earlier state (max_rollbacks={self.max_rollbacks}, "
                 f"lr scale now {self.lr_scale:g}); lower the learning rate or inspect the last rollouts"
             )
-        if self.snapshot is None:
+        if self.newer is None:
             raise TrainingDivergedError("rollback needed but no good state was ever recorded")
+        target = self.older if self.older is not None else self.newer
+        back = self.since + (self.steps if self.older is not None else 0)
         with torch.no_grad():
             for k, v in model.state_dict().items():
-                v.copy_(self.snapshot["model"][k])
-        optimizer.load_state_dict(copy.deepcopy(self.snapshot["optimizer"]))
+                v.copy_(target["model"][k])
+        optimizer.load_state_dict(copy.deepcopy(target["optimizer"]))
+        self.newer, self.older, self.since = target, None, 0  # never mutated in place: sharing is safe
         self.rollbacks += 1
         self.lr_scale *= self.lr_factor
         self.consecutive = 0
-        log.warning("rollback %d/%d to the last good state; lr scale %g", self.rollbacks, self.max_rollbacks,
-                    self.lr_scale)
+        log.warning("rollback %d/%d to the state %d applied steps back; lr scale %g", self.rollbacks,
+                    self.max_rollbacks, back, self.lr_scale)
         return True
 
     def state_dict(self) -> dict:
-        """Counters, lr scale and the snapshot (tensors and the optimizer's own state dict)."""
+        """Counters, lr scale, applied steps since `newer`, and both snapshots (tensors and optimizer state dicts)."""
         return {"consecutive": self.consecutive, "rollbacks": self.rollbacks, "lr_scale": float(self.lr_scale),
-                "snapshot": self.snapshot}
+                "since": self.since, "newer": self.newer, "older": self.older}
 
     def load_state_dict(self, state: dict) -> None:
-        """Restore `state_dict()` (the snapshot is copied, not aliased)."""
+        """Restore `state_dict()` (snapshots copied, not aliased). A state saved before `rollback_steps`
+        existed holds one `snapshot` (the state after its last applied step): it becomes the start."""
         self.consecutive = int(state["consecutive"])
         self.rollbacks = int(state["rollbacks"])
         self.lr_scale = float(state["lr_scale"])
-        snap = state["snapshot"]
-        self.snapshot = None if snap is None else {
-            "model": {k: v.detach().clone() for k, v in snap["model"].items()},
-            "optimizer": copy.deepcopy(snap["optimizer"]),
-        }
+        if "newer" not in state:
+            self.newer, self.older, self.since = _copied(state["snapshot"]), None, 0
+            return
+        self.since = int(state["since"])
+        self.newer, self.older = _copied(state["newer"]), _copied(state["older"])
+
+
+def _copied(snap: dict | None) -> dict | None:
+    """A snapshot's copy (tensors cloned, optimizer state deep-copied), or None."""
+    if snap is None:
+        return None
+    return {"model": {k: v.detach().clone() for k, v in snap["model"].items()},
+            "optimizer": copy.deepcopy(snap["optimizer"])}

@@ -2,7 +2,10 @@
 
 Only overrides that cannot change the data already trained on are accepted: extending
 `rl.steps`, checkpoint cadence, workers/executor/Ray placement, the learner's world size, evaluation size and
-stages.
+stages. Extending `rl.steps` keeps the lr schedule's horizon: a run whose `learner.schedule_steps` is 0 (the
+horizon is rl.steps) gets its old rl.steps recorded there, so the extended run is bitwise an uninterrupted run
+with the new rl.steps and that `learner.schedule_steps`; past the horizon a linear or cosine schedule runs at
+its floor (lr x 0 for RL).
 """
 
 from __future__ import annotations
@@ -36,8 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "resume",
         help="continue a run from its newest complete checkpoint",
-        description="Continue (or extend, with rl.steps=M) a run; "
-        "the result is bitwise identical to an uninterrupted run.",
+        description="Continue (or extend, with rl.steps=M) a run; the result is bitwise identical to an "
+        "uninterrupted run (extended: one with rl.steps=M and the run's lr schedule horizon, "
+        "learner.schedule_steps, which resume records).",
     )
     p.add_argument("run_dir", help="a run directory (runs/<name>)")
     p.add_argument("overrides", nargs="*", help="safe overrides only, e.g. rl.steps=60 rollout.workers=4")
@@ -87,4 +91,10 @@ def _apply(cfg, overrides: list[str], run_dir):
         raise ConfigError(
             f"rl.steps={new.rl.steps} is less than the run's {cfg.rl.steps}; resume can only extend a run"
         )
+    if new.rl.steps > cfg.rl.steps and not new.learner.schedule_steps:
+        new.learner.schedule_steps = cfg.rl.steps  # the lr of a step must not depend on when the run was extended
+        if new.learner.schedule != "constant":
+            warn(f"steprl resume: the {new.learner.schedule} lr schedule ends at step {cfg.rl.steps} "
+                 f"(learner.schedule_steps={cfg.rl.steps}, recorded in config.yaml): steps {cfg.rl.steps}-"
+                 f"{new.rl.steps - 1} run at its floor, lr 0; for a decay over {new.rl.steps} steps start a new run")
     return new

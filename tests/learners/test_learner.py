@@ -220,10 +220,11 @@ def test_spike_in_update_is_skipped(new_model, toy_batch):
 def test_repeated_skips_roll_back_then_raise(new_model, toy_batch):
     model = new_model(0)
     trajs = toy_batch(model, 2, 4, step=0)
-    cfg = LearnerConfig(lr=1e-2, max_consecutive_skips=2, max_rollbacks=1, rollback_lr_factor=0.5)
+    cfg = LearnerConfig(lr=1e-2, max_consecutive_skips=2, max_rollbacks=1, rollback_lr_factor=0.5, rollback_steps=1)
     learner = rl_trainer(model, cfg)
+    good = _params(model)  # rollback_steps=1: the rollback undoes the one applied step
     learner.update(trajs)
-    good = _params(model)
+    assert not _same(good, _params(model))
     h = model.lm_head.weight.register_hook(lambda g: g * float("inf"))
     d1 = learner.update(trajs)
     d2 = learner.update(trajs)

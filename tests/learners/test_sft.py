@@ -90,7 +90,7 @@ def test_sft_grad_clip_is_configurable_and_guards_cost_nothing(new_model):
     a = sft_trainer(new_model(0), WarmupConfig(steps=3, warmup_steps=1, lr=1e-2), seed=0, pad_id=0)
     m = a.update(DATA)
     assert m["grad_norm"] > 1.0 and a.counters["grad_clipped"] == 1 and m["skipped"] == 0.0 and m["lr"] == 1e-2
-    assert a.guard.rollback.snapshot is None and a.guard.spike_loss.values == []  # no snapshot, no spike window
+    assert a.guard.rollback.newer is None and a.guard.spike_loss.values == []  # no snapshot, no spike window
     b = sft_trainer(new_model(0), WarmupConfig(steps=3, warmup_steps=1, lr=1e-2, grad_clip=0.0), seed=0, pad_id=0)
     assert b.update(DATA)["loss"] == m["loss"] and b.counters["grad_clipped"] == 0
     assert any(not torch.equal(v, b.model.state_dict()[k]) for k, v in a.model.state_dict().items())

@@ -19,7 +19,10 @@ from steprl.run.fingerprint import compare
 # The final learner.safetensors of RUN_ARGS with run.kernels=portable. Everything that feeds it is
 # pinned (ATen AVX2 kernels, MKL CBWR=AVX2, oneDNN AVX2, 2 threads), so any x86-64 AVX2 machine
 # with the same torch/MKL builds must produce it.
-GOLDEN = "a6717a837c903667ab2ff425af3c1741e886cb5a32f8cabede014cd2f70e636c"
+GOLDEN = "cce291e9e52d5a9bf1194471c59a96e9254910799aa15c15268f2efa0d4d38c1"
+# (was a6717a83... until learner.rollback_steps: the same weights and AdamW state, but the rollback snapshot
+# is now the RL stage's starting state instead of a copy of the current one; re-saving this state with the
+# old snapshot layout gives a6717a83... again.)
 RUN_ARGS = ["train", "smoke", "warmup.steps=4", "rl.steps=1", "stages=[warmup,rl]"]
 # kernel paths other machines would take (emulated from outside)
 FOREIGN = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "ONEDNN_MAX_CPU_ISA": "SSE41",
