@@ -87,6 +87,13 @@ def content_digest(path: str | Path) -> str | None:
     return None
 
 
+def _exists(path: str) -> bool:
+    try:
+        return Path(path).exists()
+    except (OSError, ValueError):  # not a possible path (a NUL byte, too long): an ordinary string
+        return False
+
+
 def _named_files(key: dict[str, Any]) -> dict[str, str]:
     """Content digests of the files the key's sections name: model.path, tokenizer.path, and any env.kwargs
     string (or string in a list) that names an existing file or directory (e.g. steprl/QA-v0's `path`)."""
@@ -94,7 +101,7 @@ def _named_files(key: dict[str, Any]) -> dict[str, str]:
     for name, value in key["env"].get("kwargs", {}).items():
         values = value if isinstance(value, list) else [value]
         for i, v in enumerate(values):
-            if isinstance(v, str) and v and Path(v).exists():
+            if isinstance(v, str) and v and _exists(v):
                 named[f"env.kwargs.{name}" + (f"[{i}]" if isinstance(value, list) else "")] = v
     out = {}
     for name, path in named.items():
