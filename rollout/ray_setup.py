@@ -28,6 +28,41 @@ def init_ray(address: str | None = None, num_cpus: int | None = None, env_vars: 
         ray.init(num_cpus=num_cpus, **kwargs)
 
 
+def local_cpus(num_cpus: int | None) -> float:
+    """CPUs an embedded local Ray started by `init_ray(num_cpus=num_cpus)` gets: `num_cpus`, else Ray's own count
+    of this machine's CPUs (a container's CPU quota where there is one, else os.cpu_count())."""
+    if num_cpus is not None:
+        return float(num_cpus)
+    try:
+        from ray._private.utils import get_num_cpus  # what ray.init(num_cpus=None) uses; private, hence the fallback
+    except ImportError:
+        return float(os.cpu_count() or 1)
+    return float(get_num_cpus())
+
+
+def cluster_cpus(address: str | None, num_cpus: int | None) -> tuple[float, str]:
+    """(CPUs, which cluster) of the Ray a run with `ray.address`/`ray.num_cpus` would use: the session this process
+    already runs, the cluster at `address` (joined to ask it, then left: the run joins it again with its workers'
+    env), or the embedded local Ray it would start."""
+    import sys
+
+    ray = sys.modules.get("ray")  # not imported: not running in this process
+    if ray is not None and ray.is_initialized():
+        return float(ray.cluster_resources().get("CPU", 0.0)), "the Ray session already running in this process"
+    if address:
+        import ray
+
+        init_ray(address)
+        try:
+            return float(ray.cluster_resources().get("CPU", 0.0)), f"the Ray cluster at ray.address={address!r}"
+        finally:
+            ray.shutdown()
+    n = local_cpus(num_cpus)
+    if num_cpus is not None:
+        return n, f"the embedded local Ray (ray.num_cpus={num_cpus})"
+    return n, "the embedded local Ray (this machine's CPUs; ray.num_cpus unset)"
+
+
 def resolve_ray_address(address: str) -> tuple[str, int]:
     """(host, port) of `ray.address`: `HOST:PORT`, `ray://HOST:PORT` or `auto` (RAY_ADDRESS, else the
     session file `ray start` leaves in Ray's temp dir). Raises ValueError with a one-line reason."""

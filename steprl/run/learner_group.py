@@ -53,7 +53,9 @@ class LearnerGroup:
         ready, _ = ray.wait([self.pg.ready()], timeout=PLACEMENT_TIMEOUT_S)
         if not ready:
             raise LearnerRankError(f"the {self.world_size} learner ranks ({bundle} each) could not be placed within "
-                                   f"{PLACEMENT_TIMEOUT_S} s: the cluster lacks the resources")
+                                   f"{PLACEMENT_TIMEOUT_S} s: the cluster lacks the resources (preflight found "
+                                   "enough CPUs in all; other jobs or one node too small?); lower "
+                                   "learner.cpus_per_rank, rollout.workers or rollout.num_cpus_per_worker")
         weights = {k: v.detach().cpu().clone() for k, v in policy.model.state_dict().items()}
         ref = None if ref_model is None else {k: v.detach().cpu().clone() for k, v in ref_model.state_dict().items()}
         actor = ray.remote(LearnerRank)

@@ -2,12 +2,13 @@
 
 The env is built once with its kwargs (and must be a text env); every stage must find what it needs
 (expert demonstrations for warm-up and the student's warm-up, a teacher for stand-alone distillation);
-`ray.address` must answer; `run.device=cuda` needs a GPU. Sizes were bounded when the config was loaded
-(steprl/limits.py).
+`ray.address` must answer; the CPUs the run reserves in Ray (rollout workers, learner ranks) must exist in its
+cluster; `run.device=cuda` needs a GPU. Sizes were bounded when the config was loaded (steprl/limits.py).
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from steprl.config import Config
@@ -54,6 +55,40 @@ def device_problem(cfg: Config) -> str | None:
     return None
 
 
+def _cpus(n: float) -> str:
+    return f"{n:g} CPU" + ("" if n == 1 else "s")
+
+
+def ray_cpu_problem(cfg: Config) -> str | None:
+    """Why the Ray actors of this run (rollout workers, learner ranks) cannot all be placed on its cluster, naming
+    the keys to change (None when they fit or the run uses no Ray). Checked before any work: otherwise the run
+    warms up first, then waits for a placement group that never comes."""
+    from steprl.run.topology import ray_cpu_demand
+
+    demand = ray_cpu_demand(cfg)
+    want = sum(n for _, n in demand)
+    if want <= 0:  # no Ray, or actors that reserve nothing: nothing to place
+        return None
+    from steprl.rollout.ray_setup import cluster_cpus
+
+    have, where = cluster_cpus(cfg.ray.address, cfg.ray.num_cpus)
+    if want <= have + 1e-9:  # Ray counts resources in units of 1e-4
+        return None
+    fix = "lower rollout.workers, rollout.num_cpus_per_worker or learner.cpus_per_rank (none of them changes the data)"
+    scale = math.floor(100 * have / want) / 100  # the same shares, scaled to fit
+    if scale > 0:
+        rc, lc = cfg.rollout, cfg.learner
+        parts = [f"rollout.num_cpus_per_worker={math.floor(100 * scale * rc.num_cpus_per_worker) / 100:g}"
+                 if rc.executor == "ray" else "",
+                 f"learner.cpus_per_rank={math.floor(100 * scale * lc.cpus_per_rank) / 100:g}"
+                 if lc.world_size > 1 else ""]
+        fix += ", e.g. " + " ".join(p for p in parts if p)
+    if not cfg.ray.address:
+        fix += "; or give the embedded Ray more with ray.num_cpus, or join a larger cluster with ray.address"
+    return (f"this run reserves {_cpus(want)} in Ray ({' + '.join(t for t, _ in demand)}) but {where} has "
+            f"{_cpus(have)}: {fix}")
+
+
 def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     """Raise ConfigError (one line) for the first thing this run would fail on; builds the env once."""
     problems = []
@@ -72,6 +107,10 @@ def check_run(cfg: Config, standalone_distill: bool = False) -> None:
         from steprl.rollout.ray_setup import ray_address_problem
 
         bad = ray_address_problem(cfg.ray.address, cfg.ray.connect_timeout_s)
+        if bad:
+            problems.append(bad)
+    if not problems:  # only now: it may join `ray.address` (known to answer) to ask for its resources
+        bad = ray_cpu_problem(cfg)
         if bad:
             problems.append(bad)
     if problems:

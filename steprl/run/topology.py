@@ -69,6 +69,21 @@ def topology(cfg: Config, n_params: int) -> dict[str, Any]:
             "micro_batches_per_step": micro, "parameters": n_params}
 
 
+def ray_cpu_demand(cfg: Config) -> list[tuple[str, float]]:
+    """The CPUs a run reserves in Ray at the same time (an RL step), one (keys that set it, CPUs) term per kind of
+    actor: the rollout pool's workers (rollout.executor=ray) and the learner ranks (learner.world_size > 1). The
+    student's pool reserves none (steprl/run/pools.py). Empty when the run uses no Ray at all."""
+    rc, lc = cfg.rollout, cfg.learner
+    out = []
+    if rc.executor == "ray":
+        out.append((f"rollout.workers={rc.workers} x rollout.num_cpus_per_worker={rc.num_cpus_per_worker:g}",
+                    rc.workers * rc.num_cpus_per_worker))
+    if lc.world_size > 1:
+        out.append((f"learner.world_size={lc.world_size} x learner.cpus_per_rank={lc.cpus_per_rank:g}",
+                    lc.world_size * lc.cpus_per_rank))
+    return out
+
+
 def _ranks_leaves(micro: int, ws: int, rank: int) -> list[int]:
     from steprl.learners.reduce import TreePlan
 

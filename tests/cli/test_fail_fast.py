@@ -104,7 +104,7 @@ def test_a_user_env_trains_with_the_preset_and_dry_run_shows_stages_tasks_and_sc
     assert "task:" in out and not (tmp_path / "smoke").exists()
     out = capsys.readouterr().out
     big = ["rollout.group_size=1000", "rollout.groups=8", "rollout.micro_batch=8", "rollout.executor=ray",
-           "rollout.workers=3"]
+           "rollout.workers=3", "ray.num_cpus=3"]  # 3 actors of 1 CPU: refused on a smaller machine otherwise
     assert main(["train", "smoke", f"run.root={tmp_path}", *big, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "ray executor: 1000 micro-batches of 8 queued; 3 actors each take the next when idle" in out
