@@ -33,7 +33,8 @@ class RunConfig:
     kernels: str = "auto"
     """CPU kernel choice. native: torch/MKL/oneDNN pick the fastest code path for this CPU (results may
     differ bit-wise on another CPU). portable: pin the AVX2 paths (ATEN_CPU_CAPABILITY, MKL_CBWR,
-    ONEDNN_MAX_CPU_ISA, thread env) so any x86-64 AVX2 machine gives the same bits (see steprl/run/kernels.py).
+    ONEDNN_MAX_CPU_ISA, thread env) so x86-64 AVX2 CPUs of one vendor give the same bits; across vendors (Intel vs
+    AMD) MKL takes other branches and bits part, tokens agreeing until the first divergence (steprl/run/kernels.py).
     auto (default): portable where the CPU has AVX2 and FMA, else native; resolved when the config is read,
     so config.yaml records the mode the run used."""
 

@@ -28,6 +28,10 @@ exit status:
   2  a user-facing error: a missing, damaged or tampered record (e.g. digest mismatch), no checkpoint
   3  weights diverged at a checkpoint: this machine's arithmetic differs from the run's
      (the trajectories are still compared and reported)
+
+Portable kernels (run.kernels=portable, the default on AVX2 CPUs) give the same bits on CPUs of one
+vendor; a run recorded on an Intel CPU and replayed on an AMD one (or the other way) has the same data
+and tokens until the first divergence, reported as exit 3 with the step.
 """
 
 

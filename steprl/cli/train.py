@@ -14,7 +14,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a policy from a config (a YAML path or a preset name)",
-        description="Run the config's stages in order. CONFIG is a YAML file or a preset in steprl/configs.",
+        description="Run the config's stages in order. CONFIG is a YAML file or a preset in steprl/configs. "
+        "Kernels: run.kernels=auto (default) is portable on AVX2 CPUs: the same bits on CPUs of one vendor; "
+        "across vendors (Intel vs AMD) the same data, and tokens until the first divergence, which "
+        "`steprl replay` reports as exit 3 (`steprl doctor` shows where this machine's kernels part).",
     )
     p.add_argument("config", help="YAML path or preset name (quickstart, smoke, ...)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. rl.steps=10 run.name=try2")

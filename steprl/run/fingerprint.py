@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from steprl.cpu import cpu_flags
+from steprl.cpu import cpu_flags, cpu_vendor
 from steprl.run.kernels import PINNED_KEYS, THREAD_VARS
 
 FILE = "machine.json"
@@ -42,6 +42,7 @@ def fingerprint(kernels: str, threads: int) -> dict[str, Any]:
     dnn = re.search(r"MKL-DNN (v[^\s]+)", cfg)
     return {
         "cpu_model": cpu_model(),
+        "cpu_vendor": cpu_vendor(),
         "machine": platform.machine(),
         "cpu_flags": sorted(f for f in cpu_flags() if KERNEL_FLAG_RE.match(f)),
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -77,6 +78,14 @@ def _where(fp: dict[str, Any]) -> str:
     return f"{fp.get('cpu_model')} (kernels {fp.get('cpu_capability')}, run.kernels={fp.get('kernels')})"
 
 
+def vendor_of(fp: dict[str, Any]) -> str:
+    """The CPU vendor a fingerprint names (`cpu_vendor`; for records before that key, read off the model name)."""
+    if fp.get("cpu_vendor"):
+        return str(fp["cpu_vendor"])
+    model = str(fp.get("cpu_model") or "").lower()
+    return "GenuineIntel" if "intel" in model else "AuthenticAMD" if "amd" in model else ""
+
+
 def compare(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """Each difference between two fingerprints that can change float results, with what to do."""
     out = []
@@ -97,6 +106,12 @@ def compare(recorded: dict[str, Any], current: dict[str, Any]) -> list[str]:
         if diff:
             out.append(f"pinned kernel variables differ ({', '.join(diff)}): this steprl pins other values "
                        "than the one that recorded the run; results may differ bit-wise")
+        rv, cv = vendor_of(recorded), vendor_of(current)
+        if rv and cv and rv != cv:
+            out.append(f"CPU vendor: this run was recorded on {_where(recorded)} ({rv}); this machine is "
+                       f"{_where(current)} ({cv}): portable kernels give the same bits only on CPUs of one vendor "
+                       "(MKL branches by vendor), so expect the same data and tokens until the first divergence, "
+                       "which replay reports as exit 3; run on a CPU of the recorded vendor to reproduce the bits")
         if recorded.get("cpu_capability") != current.get("cpu_capability"):
             out.append(f"kernel path: recorded {recorded.get('cpu_capability')}, here {current.get('cpu_capability')} "
                        "despite run.kernels=portable: results may differ bit-wise")

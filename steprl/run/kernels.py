@@ -2,10 +2,12 @@
 
 ATen's vectorised kernels, MKL and oneDNN choose code paths by instruction set, so float
 results (hence weights) differ between CPUs. `portable` pins every choice that measurably
-changes results to the AVX2 paths, which every x86-64 CPU with AVX2 (Intel or AMD) runs
-identically. The variables are read when torch initialises (import / first kernel call),
-so they must be in the environment before torch is imported: the CLI calls `apply_from_argv`
-first thing and re-executes the process if torch is already loaded with other values.
+changes results to the AVX2 paths, which x86-64 CPUs of one vendor with AVX2 run identically
+(measured on AMD EPYC Zen 3 and Zen 5). Not across vendors: MKL branches by vendor (MKL_CBWR=AVX2 is
+honoured on Intel; AMD CPUs take MKL's own branch), so Intel and AMD part in GEMM, exp/log and SDPA
+(`steprl doctor`, docs/kernel-fingerprints/). The variables are read when torch initialises
+(import / first kernel call), so they must be in the environment before torch is imported: the
+CLI calls `apply_from_argv` first thing and re-executes the process if torch is already loaded with other values.
 
 This module must not import torch at import time.
 """

@@ -81,6 +81,7 @@ def learner_config(cfg: Config) -> DistillLearnerConfig:
         max_consecutive_skips=learner_cfg.max_consecutive_skips,
         max_rollbacks=learner_cfg.max_rollbacks,
         rollback_lr_factor=learner_cfg.rollback_lr_factor,
+        rollback_steps=learner_cfg.rollback_steps,
     )
 
 

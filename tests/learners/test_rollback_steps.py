@@ -160,3 +160,11 @@ def test_a_checkpoint_from_before_rollback_steps_resumes_with_its_snapshot_as_th
     assert other.update(trajs)["guard/rollbacks"] == 1.0
     h.remove()
     assert _same(_params(other.model), saved[0]) and _same_opt(_opt_state(other), saved[1])
+
+
+def test_distillation_uses_the_configured_rollback_steps():
+    """The distill stage copies the guard keys from `learner` by hand: rollback_steps must be among them."""
+    from steprl.config import load_config
+    from steprl.stages.distill import learner_config
+
+    assert learner_config(load_config("smoke", ["learner.rollback_steps=7"])).rollback_steps == 7

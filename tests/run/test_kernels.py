@@ -183,10 +183,15 @@ def test_compare_native_other_cpu_says_what_to_do():
     assert len(out) == 1 and "Intel Xeon" in out[0] and "AMD EPYC" in out[0] and "run.kernels=portable" in out[0]
 
 
-def test_compare_portable_other_cpu_is_fine_but_versions_and_threads_are_not():
+def test_compare_portable_same_vendor_is_fine_other_vendor_versions_and_threads_are_named():
     env = {**kernels.ISA_ENV, "OMP_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
     rec = _fp(kernels="portable", cpu_capability="AVX2", env=env)
-    assert compare(rec, rec | {"cpu_model": "Intel Xeon", "cpu_flags": ["avx2", "fma"]}) == []
+    assert compare(rec, rec | {"cpu_model": "AMD EPYC 9B45", "cpu_flags": ["avx2", "fma"]}) == []  # one vendor
+    other = compare(rec, rec | {"cpu_model": "Intel Xeon", "cpu_flags": ["avx2", "fma"]})
+    assert len(other) == 1 and "vendor" in other[0] and "GenuineIntel" in other[0] and "AuthenticAMD" in other[0]
+    assert "exit 3" in other[0]
+    explicit = compare(rec | {"cpu_vendor": "AuthenticAMD"}, rec | {"cpu_vendor": "GenuineIntel"})
+    assert len(explicit) == 1 and "vendor" in explicit[0]
     out = compare(rec, rec | {"torch": "2.14.0", "threads": 4})
     assert any("torch version" in line for line in out) and any("thread" in line for line in out)
 
