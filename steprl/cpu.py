@@ -9,31 +9,30 @@ PORTABLE_FLAGS = frozenset({"avx2", "fma"})
 """What `run.kernels=portable` needs: the AVX2 code paths it pins."""
 
 
-def cpu_flags() -> set[str]:
-    """The CPU's flags from /proc/cpuinfo (empty where unavailable)."""
+def cpuinfo_field(key: str) -> str | None:
+    """The value of the first `key : value` line of /proc/cpuinfo (None where it or the file is missing)."""
     try:
         with open("/proc/cpuinfo") as f:
             for ln in f:
-                if ln.startswith("flags"):
-                    return set(ln.split(":", 1)[1].split())
+                name, sep, value = ln.partition(":")
+                if sep and name.strip() == key:
+                    return value.strip()
     except OSError:
         pass
-    return set()
+    return None
+
+
+def cpu_flags() -> set[str]:
+    """The CPU's flags from /proc/cpuinfo (empty where unavailable)."""
+    return set((cpuinfo_field("flags") or "").split())
 
 
 def cpu_vendor() -> str:
     """The CPU vendor id from /proc/cpuinfo (`GenuineIntel`, `AuthenticAMD`, ...; '' where unavailable).
 
     Portable kernels are bitwise within a vendor, not across: MKL picks its code branch by vendor, so
-    under the same pins an Intel and an AMD CPU run other GEMM and vector-math code (docs/numerics.md)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                if ln.startswith("vendor_id"):
-                    return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
+    under the same pins an Intel and an AMD CPU run other GEMM and vector-math code (docs/kernel-fingerprints/)."""
+    return cpuinfo_field("vendor_id") or ""
 
 
 def portable_problem() -> str | None:

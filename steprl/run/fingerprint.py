@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from steprl.cpu import cpu_flags, cpu_vendor
+from steprl.cpu import cpu_flags, cpu_vendor, cpuinfo_field
 from steprl.run.kernels import PINNED_KEYS, THREAD_VARS
 
 FILE = "machine.json"
@@ -22,14 +22,7 @@ KERNEL_FLAG_RE = re.compile(r"^(avx2|avx512.*|amx.*|fma|avx_vnni|f16c|sse4_1|sse
 
 def cpu_model() -> str:
     """The CPU's model name from /proc/cpuinfo (or platform.processor())."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for ln in f:
-                if ln.startswith("model name"):
-                    return ln.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpuinfo_field("model name") or platform.processor() or platform.machine()
 
 
 def fingerprint(kernels: str, threads: int) -> dict[str, Any]:
