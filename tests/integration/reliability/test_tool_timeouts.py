@@ -66,7 +66,8 @@ def test_tool_late_once_is_retried_and_the_step_equals_a_fast_tool(world, tmp_pa
     assert digests(late) == digests(control)
     assert not any(t.error for t in late)
     assert "time limit" not in observation_text(late, policy.tokenizer)
-    assert fault_fields(late) == {"rollout/errored_episodes": 0.0, "rollout/tool_timeouts": 0.0}
+    assert fault_fields(late) == {"rollout/errored_episodes": 0.0, "rollout/tool_timeouts": 0.0,
+                                 "rollout/over_budget": 0.0}
     print(f"\nFIGURE tool-late-once (inline): retried, {len(late)}/{len(late)} trajectories identical to the fast tool")
 
 
@@ -83,7 +84,8 @@ def test_tool_late_every_time_errors_its_micro_batch_counts_it_and_the_learner_s
         else:
             assert t.digest == next(c.digest for c in control if c.spec.index == t.spec.index)
     n = float(len(hit))
-    assert fault_fields(trajs) == {"rollout/errored_episodes": n, "rollout/tool_timeouts": n}
+    assert fault_fields(trajs) == {"rollout/errored_episodes": n, "rollout/tool_timeouts": n,
+                                   "rollout/over_budget": 0.0}
     learner = rl_trainer(copy.deepcopy(policy.model), cfg.learner, temperature=1.0, total_steps=10, pad_id=0)
     stats = learner.update(trajs)
     assert stats["guard/bad_trajectories"] == len(hit)
