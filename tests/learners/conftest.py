@@ -11,10 +11,11 @@ from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 VOCAB = 16
 
 
-def tiny_model(seed: int = 0) -> LlamaForCausalLM:
-    """A 1-layer Llama whose weights come from a local generator (global RNG left untouched)."""
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)
+def tiny_model(seed: int = 0, *, vocab: int = VOCAB, hidden: int = 32, scale: float = 0.3) -> LlamaForCausalLM:
+    """A 1-layer Llama whose weights come from a local generator (global RNG left untouched): norms 1, matrices
+    N(0, scale^2); intermediate size 2 x hidden."""
+    cfg = LlamaConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
+                      num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=64)
     with torch.random.fork_rng(devices=[]):
         model = LlamaForCausalLM(cfg)
     g = torch.Generator().manual_seed(seed)
@@ -23,7 +24,7 @@ def tiny_model(seed: int = 0) -> LlamaForCausalLM:
             if p.dim() == 1:
                 p.fill_(1.0)
             else:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
     return model.float()
 
 

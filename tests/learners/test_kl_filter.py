@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from steprl.learners.config import LearnerConfig
 from steprl.learners.trainer import rl_trainer
@@ -21,21 +20,9 @@ from steprl.rollout.sampler import SamplingParams
 VOCAB = 48  # more than top_k 20, so the top-k filter really drops ids
 
 
-def _model(seed: int = 5) -> LlamaForCausalLM:
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=64, max_position_embeddings=64)
-    with torch.random.fork_rng(devices=[]):
-        model = LlamaForCausalLM(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _name, p in sorted(model.named_parameters()):
-            p.copy_(torch.ones_like(p) if p.dim() == 1 else torch.randn(p.shape, generator=g) * 0.5)
-    return model.float()
-
-
 @pytest.mark.parametrize("params", [SamplingParams(top_p=0.9), SamplingParams(top_k=20)], ids=["top_p", "top_k"])
-def test_kl_to_an_identical_reference_is_exactly_zero_under_the_filter(params, traj):
-    model = _model()
+def test_kl_to_an_identical_reference_is_exactly_zero_under_the_filter(params, traj, new_model):
+    model = new_model(5, vocab=VOCAB, scale=0.5)
     n = 8
     prompts = [[2, 3 + i] for i in range(n)]
     res = GenerationBatch(model, prompts, list(range(300, 300 + n)), params, 0).generate_turn(

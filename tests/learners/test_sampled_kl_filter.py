@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from steprl.learners.config import DistillLearnerConfig, LearnerConfig
 from steprl.learners.trainer import DistillMode, distill_trainer
@@ -17,19 +16,6 @@ from steprl.rollout.trajectory import LogitFilter, filtered_logprobs
 
 VOCAB = 16
 FILTER = LogitFilter(temperature=0.9, top_k=6, top_p=0.8, banned=(0,))
-
-
-def tiny(seed: int, hidden: int) -> LlamaForCausalLM:
-    """A small Llama with weights from a local generator (the global RNG is untouched)."""
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden, num_hidden_layers=1, num_attention_heads=2,
-                      num_key_value_heads=2, intermediate_size=2 * hidden, max_position_embeddings=64)
-    with torch.random.fork_rng(devices=[]):
-        model = LlamaForCausalLM(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for _, p in sorted(model.named_parameters()):
-            p.copy_(torch.ones_like(p) if p.dim() == 1 else torch.randn(p.shape, generator=g) * 0.3)
-    return model.float()
 
 
 @torch.no_grad()
@@ -59,8 +45,8 @@ def _sampled(student, teacher, rl_cfg: LearnerConfig, **kw):
     return trainer
 
 
-def test_sampled_kl_tis_weight_is_one_at_identical_weights_under_the_rollout_filter(traj):
-    student, teacher = tiny(7, 16), tiny(0, 32)
+def test_sampled_kl_tis_weight_is_one_at_identical_weights_under_the_rollout_filter(traj, new_model):
+    student, teacher = new_model(7, vocab=VOCAB, hidden=16), new_model(0, vocab=VOCAB)
     trajs = filtered_episodes(traj, student, 8, FILTER)
     m = _sampled(student, teacher, LearnerConfig(tis_cap=2.0), logit_filter=FILTER,
                  max_episode_tokens=64).update(trajs, DistillMode.SAMPLED)
@@ -73,8 +59,8 @@ def test_sampled_kl_tis_weight_is_one_at_identical_weights_under_the_rollout_fil
     assert m["logprob_gap"] < 1e-4 and m["tis_clip_frac"] == 0.0
 
 
-def test_sampled_kl_with_seq_mean_token_sum_norm_uses_the_episode_length(traj):
-    student, teacher = tiny(7, 16), tiny(0, 32)
+def test_sampled_kl_with_seq_mean_token_sum_norm_uses_the_episode_length(traj, new_model):
+    student, teacher = new_model(7, vocab=VOCAB, hidden=16), new_model(0, vocab=VOCAB)
     trainer = _sampled(student, teacher, LearnerConfig(aggregation="seq-mean-token-sum-norm"), logit_filter=FILTER,
                        max_episode_tokens=48)
     assert trainer.objective.pg.norm_len == 48
