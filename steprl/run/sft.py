@@ -29,6 +29,7 @@ from steprl.agents.policy import Policy, load_policy, save_policy
 from steprl.config import to_dict
 from steprl.learners.precision import model_device
 from steprl.learners.trainer import sft_trainer
+from steprl.run.checkpoint import sha256_file
 from steprl.run.demos import demo_batches
 from steprl.run.memory import release_free_memory
 from steprl.run.state import RunState
@@ -64,24 +65,16 @@ def sft_attention(model: Any) -> str | None:
     return SFT_ATTENTION if on_cpu and short else None
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def file_digests(root: Path) -> dict[str, str]:
     """sha256 of every regular file under the directory `root`, by its path relative to `root` ('/'-separated)."""
-    return {p.relative_to(root).as_posix(): _file_sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+    return {p.relative_to(root).as_posix(): sha256_file(p) for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def content_digest(path: str | Path) -> str | None:
     """sha256 of a file's bytes, or of a directory's (relative path, file sha256) list; None if nothing is there."""
     p = Path(path)
     if p.is_file():
-        return _file_sha256(p)
+        return sha256_file(p)
     if p.is_dir():
         return hashlib.sha256(json.dumps(file_digests(p), sort_keys=True).encode()).hexdigest()
     return None
