@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from steprl.agents.config import ModelConfig
+from steprl.agents.model_source import resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -92,14 +93,44 @@ def build_model(
 
 
 def load_model(path: str | Path) -> PreTrainedModel:
-    """Load a causal LM from a local `save_pretrained` directory in float32 (never the network)."""
-    p = Path(path)
+    """Load a causal LM in float32 (never the network) from a local `save_pretrained` directory, or from a
+    GGUF file or `pkg:PACKAGE/FILE.gguf` through its cached dequantized directory (agents/model_source.py)."""
+    p = resolve_model_dir(path)
     if not p.is_dir():
         raise FileNotFoundError(f"model directory not found: {p}")
     model = AutoModelForCausalLM.from_pretrained(str(p), local_files_only=True, dtype=torch.float32)
     disable_dropout(model)
     model.eval()
     return model
+
+
+def every_kth_layer(model: PreTrainedModel, k: int) -> PreTrainedModel:
+    """A smaller copy of `model` keeping its decoder layers 0, k, 2k, ... (embeddings, final norm and head as
+    they are): a distillation student that starts from what the teacher knows instead of from noise."""
+    import copy
+    import re
+
+    n = int(model.config.num_hidden_layers)
+    keep = list(range(0, n, k))
+    config = copy.deepcopy(model.config)
+    config.num_hidden_layers = len(keep)
+    if getattr(config, "layer_types", None):
+        config.layer_types = [config.layer_types[i] for i in keep]
+    with torch.random.fork_rng(devices=[]):  # the fresh model's init draws from the global RNG
+        small = type(model)(config).to(torch.float32)
+    new_index = {old: new for new, old in enumerate(keep)}
+    pattern = re.compile(r"^(.*\.layers\.)(\d+)(\..*)$")
+    state = {}
+    for name, value in model.state_dict().items():
+        m = pattern.match(name)
+        if m is None:
+            state[name] = value.detach().clone()
+        elif int(m.group(2)) in new_index:
+            state[f"{m.group(1)}{new_index[int(m.group(2))]}{m.group(3)}"] = value.detach().clone()
+    small.load_state_dict(state, strict=True)
+    small.to(next(model.parameters()).device)
+    small.eval()
+    return small
 
 
 def disable_dropout(model: torch.nn.Module) -> int:

@@ -15,6 +15,7 @@ from tokenizers import Tokenizer, decoders, models
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from steprl.agents.config import TokenizerConfig
+from steprl.agents.model_source import resolve_model_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,13 +53,14 @@ def build_char_tokenizer() -> PreTrainedTokenizerFast:
 def load_tokenizer(source: TokenizerConfig | str | Path | None) -> PreTrainedTokenizerBase:
     """Load a tokenizer: a `TokenizerConfig` (path None builds the char tokenizer) or a local directory.
 
-    Directories load with `AutoTokenizer.from_pretrained(dir, local_files_only=True)`; a tokenizer
+    Directories load with `AutoTokenizer.from_pretrained(dir, local_files_only=True)`; a GGUF file or
+    `pkg:PACKAGE/FILE.gguf` loads from its cached dequantized directory (agents/model_source.py); a tokenizer
     without a pad token gets its eos token as pad (logged).
     """
     path = source.path if isinstance(source, TokenizerConfig) else source
     if path is None:
         return build_char_tokenizer()
-    p = Path(path)
+    p = resolve_model_dir(path)
     if not p.is_dir():
         raise FileNotFoundError(f"tokenizer directory not found: {p}")
     tok = AutoTokenizer.from_pretrained(str(p), local_files_only=True)

@@ -89,6 +89,16 @@ def ray_cpu_problem(cfg: Config) -> str | None:
             f"{_cpus(have)}: {fix}")
 
 
+def model_source_problems(cfg: Config) -> list[str]:
+    """Model and tokenizer sources (directories, GGUF files, `pkg:` names) that are not there or not readable."""
+    from steprl.agents.model_source import source_problem
+
+    named = [(cfg.model.path, "model.path"), (cfg.tokenizer.path, "tokenizer.path")]
+    if "distill" in cfg.stages:
+        named.append((cfg.distill.student.path, "distill.student.path"))
+    return [p for p in (source_problem(spec, what) for spec, what in named) if p]
+
+
 def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     """Raise ConfigError (one line) for the first thing this run would fail on; builds the env once."""
     problems = []
@@ -98,6 +108,7 @@ def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     bad_device = device_problem(cfg)
     if bad_device:
         problems.append(bad_device)
+    problems += model_source_problems(cfg)
     env = build_env(cfg.env.id, dict(cfg.env.kwargs))
     try:
         problems += env_problems(cfg, env)

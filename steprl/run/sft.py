@@ -25,6 +25,7 @@ from typing import Any
 
 from tqdm import tqdm
 
+from steprl.agents.model_source import gguf_path, is_gguf_source
 from steprl.agents.policy import Policy, load_policy, save_policy
 from steprl.config import to_dict
 from steprl.learners.precision import model_device
@@ -98,6 +99,8 @@ def _named_files(key: dict[str, Any]) -> dict[str, str]:
                 named[f"env.kwargs.{name}" + (f"[{i}]" if isinstance(value, list) else "")] = v
     out = {}
     for name, path in named.items():
+        if is_gguf_source(path):  # a GGUF (or a packaged one): the file's bytes, not the spelling of its name
+            path = str(gguf_path(path))
         digest = None if path is None else content_digest(path)
         if digest is not None:
             out[name] = digest
