@@ -63,7 +63,9 @@ class ChatTemplateTurnFormat(RendererBase):
             stops.append(tokenizer.eos_token_id)
         self.stop_token_ids = tuple(stops)
         self.banned_ids = tuple(sorted(set(_special_ids(tokenizer)) - set(self.stop_token_ids)))
-        self.template_tools = True
+        self.template_tools = self._renders_tools()
+        """Whether the template writes tool specs into the prompt (Qwen2.5, Llama 3.1); one that ignores
+        them (SmolLM2's ChatML) gets the env's own system text, tool descriptions and call syntax included."""
         self._prompt_parts: dict[str, list[str]] = {}
         convo = [{"role": "system", "content": _SYS}, {"role": "user", "content": _SYS},
                  {"role": "assistant", "content": _AGENT}]
@@ -78,6 +80,16 @@ class ChatTemplateTurnFormat(RendererBase):
         template = self._pinned.get(self.tokenizer.get_chat_template(None, tools))
         return self.tokenizer.apply_chat_template(messages, tools=tools, chat_template=template, tokenize=False,
                                                   add_generation_prompt=True)
+
+    def _renders_tools(self) -> bool:
+        """Whether rendering with a tool spec puts it in the prompt (a template may accept `tools` and drop it)."""
+        probe = [{"type": "function", "function": {"name": "steprl_probe_tool", "description": "probe",
+                                                   "parameters": {"type": "object", "properties": {}}}}]
+        msgs = [{"role": "system", "content": _SYS}, {"role": "user", "content": _OBS}]
+        try:
+            return "steprl_probe_tool" in self._render(msgs, probe)
+        except Exception:  # noqa: BLE001 - a template that refuses tools: the env's system text describes them
+            return False
 
     def template_end_of_turn(self) -> str | None:
         """Text of the control token that closes the template's assistant turn, else the eos token.

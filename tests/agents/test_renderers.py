@@ -106,3 +106,31 @@ def test_llama3_family_is_chosen_and_renders_ipython_results():
     obs = fmt.decode(fmt.observation_ids("<result>84</result>", fmt.turn_ids("x")))
     assert obs == ("<|start_header_id|>ipython<|end_header_id|>\n\n84<|eot_id|>"
                    "<|start_header_id|>assistant<|end_header_id|>\n\n")
+
+
+SMOLLM2_TEMPLATE = (  # SmolLM2-Instruct's ChatML template: it takes `tools` and never renders them
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\\nYou are a helpful AI assistant named SmolLM, trained by Hugging Face<|im_end|>\\n' }}"
+    "{% endif %}{{'<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n'}}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}")
+
+
+def test_a_template_that_drops_tools_gets_the_envs_tool_descriptions(qwen_dir):
+    """SmolLM2's template ignores `tools`: the prompt then carries the env's own system text (tool schema and
+    call syntax), never a tool-less prompt the model could not call a tool from."""
+    import gymnasium as gym
+
+    import steprl.envs  # noqa: F401  (registers steprl/* ids)
+    from steprl.rollout.episode import prompt_args
+
+    tok = AutoTokenizer.from_pretrained(qwen_dir)
+    assert make_turn_format(tok).template_tools  # Qwen2.5's template writes the specs itself
+    tok.chat_template = SMOLLM2_TEMPLATE
+    fmt = make_turn_format(tok)
+    assert isinstance(fmt, ChatMLRenderer) and not fmt.template_tools
+    env = gym.make("steprl/Calculator-v0", format="hermes")
+    obs, info = env.reset(seed=3)
+    system, tools = prompt_args(info, fmt)
+    assert tools is None and system == info["system"]
+    text = fmt.decode(fmt.prompt_ids(system, obs, tools))
+    assert '{"name": "calc"' in text and "<tool_call>" in text and text.endswith("<|im_start|>assistant\n")
