@@ -43,7 +43,8 @@ class OptimizerGuardsConfig:
     max_consecutive_skips: int = 3
     """After this many skipped steps in a row, roll back (see rollback_steps)."""
     max_rollbacks: int = 3
-    """After this many rollbacks, stop with an error."""
+    """After this many rollbacks, stop with an error. 0: never roll back, and keep no snapshots (checkpoints hold
+    the weights and AdamW state only; without it they hold two more copies of both, for a rollback)."""
     rollback_lr_factor: float = 0.5
     """Learning rate multiplier applied at each rollback."""
     rollback_steps: int = 4
@@ -58,11 +59,10 @@ class OptimizerGuardsConfig:
         for name in ("lr", "spike_factor", "rollback_lr_factor"):
             if not getattr(self, name) > 0:
                 out.append((name, f"expected > 0, got {getattr(self, name)}"))
-        for name in ("micro_batch", "spike_window", "spike_min_history", "max_consecutive_skips", "max_rollbacks",
-                     "rollback_steps"):
+        for name in ("micro_batch", "spike_window", "spike_min_history", "max_consecutive_skips", "rollback_steps"):
             if getattr(self, name) <= 0:
                 out.append((name, f"expected a positive integer, got {getattr(self, name)}"))
-        for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor", "schedule_steps"):
+        for name in ("weight_decay", "grad_clip", "warmup_steps", "spike_floor", "schedule_steps", "max_rollbacks"):
             if getattr(self, name) < 0:
                 out.append((name, f"expected >= 0, got {getattr(self, name)}"))
         from .schedule import SCHEDULES  # the registries import torch: keep `import config` light

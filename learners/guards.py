@@ -130,6 +130,9 @@ class RollbackGuard:
     the objective's state do not. Cost: two copies of model + optimizer state held (and checkpointed: a
     rollback after a resume must equal one without), one copy made every N applied steps.
 
+    `max_rollbacks` 0 keeps no snapshot at all (a streak of skips stops the run at once): a large model's
+    checkpoints then hold its weights and AdamW state only, not three copies of them.
+
     Call `start(model, optimizer)` once before training, `good(...)` after every applied step and
     `skipped(...)` after every skipped one.
     """
@@ -154,12 +157,16 @@ class RollbackGuard:
                 "optimizer": copy.deepcopy(optimizer.state_dict())}
 
     def start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Record the starting state (the oldest a rollback can restore)."""
+        """Record the starting state (the oldest a rollback can restore); nothing when no rollback may happen."""
+        if self.max_rollbacks == 0:
+            return
         self.newer, self.older, self.since = self._copy(model, optimizer), None, 0
 
     def good(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Record an applied step: reset the streak; every N-th applied step, the current state becomes `newer`."""
         self.consecutive = 0
+        if self.max_rollbacks == 0:  # no rollback may happen: no snapshot to keep
+            return
         if self.newer is None:  # no start recorded: this state is the start
             self.start(model, optimizer)
             return

@@ -125,6 +125,25 @@ def test_rollback_restores_last_good_state_and_scales_lr():
         guard.skipped(model, opt)
 
 
+def test_no_rollbacks_keeps_no_snapshot_and_stops_on_the_streak():
+    """max_rollbacks 0: nothing is copied (checkpoints hold weights + AdamW only), a skip streak stops the run."""
+    model, opt = _model_opt()
+    guard = RollbackGuard(max_consecutive_skips=2, max_rollbacks=0, lr_factor=0.5, steps=1)
+    guard.start(model, opt)
+    for _ in range(3):
+        _train(model, opt)
+        guard.good(model, opt)
+    state = guard.state_dict()
+    assert state["newer"] is None and state["older"] is None
+    assert guard.skipped(model, opt) is False
+    with pytest.raises(TrainingDivergedError, match="max_rollbacks=0"):
+        guard.skipped(model, opt)
+    kept = RollbackGuard(max_consecutive_skips=2, max_rollbacks=1, lr_factor=0.5, steps=1)
+    kept.start(model, opt)
+    kept.good(model, opt)
+    assert kept.state_dict()["newer"] is not None and kept.state_dict()["older"] is not None
+
+
 def test_rollback_snapshot_is_not_aliased_and_round_trips():
     model, opt = _model_opt()
     guard = RollbackGuard(1, 5, 0.5)
