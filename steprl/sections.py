@@ -122,6 +122,10 @@ class DistillConfig:
     repeat its batches). 0: the student starts from its own init."""
     student_warmup_lr: float | None = None
     """Peak learning rate of the student's warm-up (None: warmup.lr). A smaller model often takes a larger one."""
+    student_from_teacher: int = 0
+    """k > 0: the student is the teacher with every k-th decoder layer kept (layers 0, k, 2k, ...; 2 halves a
+    pretrained model) and `student`'s size fields are ignored; 0: the student is built from `student` (or loaded
+    from `student.path`)."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -140,6 +144,11 @@ class DistillConfig:
             out.append(("kl_coef", f"expected >= 0, got {self.kl_coef}"))
         if self.student_warmup_steps < 0:
             out.append(("student_warmup_steps", f"expected >= 0, got {self.student_warmup_steps}"))
+        if self.student_from_teacher < 0:
+            out.append(("student_from_teacher", f"expected >= 0 (0: build from student), "
+                        f"got {self.student_from_teacher}"))
+        if self.student_from_teacher and self.student.path is not None:
+            out.append(("student_from_teacher", "set together with student.path: choose one source for the student"))
         if self.student_warmup_lr is not None and not self.student_warmup_lr > 0:
             out.append(("student_warmup_lr", f"expected > 0 (or null: warmup.lr), got {self.student_warmup_lr}"))
         if self.full_vocab_max <= 0:

@@ -27,7 +27,7 @@ import torch
 
 from steprl.agents.chat import make_turn_format
 from steprl.agents.device import resolve_device
-from steprl.agents.model import count_parameters, load_model
+from steprl.agents.model import count_parameters, every_kth_layer, load_model
 from steprl.agents.policy import Policy, build_model_for, load_policy, save_policy
 from steprl.agents.tokenizer import load_tokenizer
 from steprl.config import Config, to_dict, to_yaml
@@ -110,7 +110,9 @@ def build_student(cfg: Config, teacher: Policy) -> Policy:
     if cfg.tokenizer.path is not None:
         _same_tokenizer(tok, load_tokenizer(cfg.tokenizer.path), f"tokenizer.path {cfg.tokenizer.path}")
     scfg = cfg.distill.student
-    if scfg.path is not None:
+    if cfg.distill.student_from_teacher:
+        model = every_kth_layer(teacher.model, cfg.distill.student_from_teacher)
+    elif scfg.path is not None:
         model = load_model(scfg.path)
         if any((Path(scfg.path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
             _same_tokenizer(tok, load_tokenizer(scfg.path), f"distill.student.path {scfg.path}")
@@ -121,6 +123,14 @@ def build_student(cfg: Config, teacher: Policy) -> Policy:
         raise SteprlError(f"distill: the student emits {vocab_size_of(model)} logits "
                           f"but the teacher {vocab_size_of(teacher.model)}")
     return Policy(model, tok, make_turn_format(tok))
+
+
+def student_section(cfg: Config, teacher_fingerprint: str) -> dict[str, Any]:
+    """What the student starts as, for the warm-up cache key: `distill.student`, or (student_from_teacher) which
+    layers of which exact teacher weights it copies; the teacher's warm-up key alone would not tell RL apart."""
+    if cfg.distill.student_from_teacher:
+        return {"from_teacher_every": cfg.distill.student_from_teacher, "teacher": teacher_fingerprint}
+    return to_dict(cfg)["distill"]["student"]
 
 
 def _same_tokenizer(teacher_tok: Any, other: Any, what: str) -> None:
@@ -231,7 +241,7 @@ def _train_student(run: RunState, distill_dir: Path, metrics: MetricsLogger, stu
         metrics.truncate_after(start - 1, "distill")
         log.info("distill: resuming from %s", ckpt.path)
     if not info and cfg.distill.student_warmup_steps:  # fresh start: the student learns the protocol from demos
-        warm_up(run, student, "student_warmup", to_dict(cfg)["distill"]["student"], cfg.distill.student_warmup_steps,
+        warm_up(run, student, "student_warmup", student_section(cfg, fingerprint), cfg.distill.student_warmup_steps,
                 cfg.distill.student_warmup_lr)
     s_pool, t_pool = student_pool.get(), run.get_pool()  # both after the warm-up (a standalone distill starts Ray here)
     if not info:

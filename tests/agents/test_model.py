@@ -111,3 +111,24 @@ def test_loaded_model_has_dropout_off(tmp_path, caplog):
     model.eval()
     assert torch.equal(a, model(input_ids=ids).logits)
     assert torch.equal(state, torch.random.get_rng_state())
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2"])
+def test_every_kth_layer_keeps_the_teachers_layers_and_everything_else(arch):
+    """The distillation student of `distill.student_from_teacher`: layers 0, k, 2k ... of the teacher, copied;
+    with k=1 the copy computes the teacher's logits bit for bit."""
+    from steprl.agents.model import every_kth_layer
+
+    teacher = build_model(ModelConfig(**{**TINY.__dict__, "arch": arch, "layers": 5}), 50, seed=3)
+    student = every_kth_layer(teacher, 2)
+    assert student.config.num_hidden_layers == 3 and teacher.config.num_hidden_layers == 5
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for new, old in enumerate((0, 2, 4)):
+        for key in (k for k in s_state if f".layers.{new}." in k):
+            assert torch.equal(s_state[key], t_state[key.replace(f".layers.{new}.", f".layers.{old}.")]), key
+    for key in (k for k in s_state if ".layers." not in k):
+        assert torch.equal(s_state[key], t_state[key]), key
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    with torch.no_grad():
+        assert torch.equal(every_kth_layer(teacher, 1)(ids).logits, teacher(ids).logits)
+        assert not torch.equal(student(ids).logits, teacher(ids).logits)
