@@ -136,6 +136,8 @@ class RolloutPool:
         self._weights: Any = None
         self.restarts = 0
         self._pending: Future | None = None
+        self.last_play_s = 0.0
+        """Wall seconds of the last `play` (inline: it runs inside `submit`, so waiting on it measures nothing)."""
         self._thread: ThreadPoolExecutor | None = None
         self._cancel = threading.Event()
         self._loading: dict[int, Any] = {}  # worker slot -> readiness ref of a replacement still loading
@@ -187,10 +189,12 @@ class RolloutPool:
         if self.version is None:
             raise RolloutError("no weights were sent to the pool (call set_weights first)")
         mbs = spec_micro_batches(specs, micro_batch or self.cfg.micro_batch)
+        t0 = time.perf_counter()
         if self._ray is None:
             out = [t for k in range(len(mbs)) for t in self._play_inline(mbs, k, greedy)]
         else:
             out = self._play_ray(mbs, greedy)
+        self.last_play_s = time.perf_counter() - t0
         return sorted(out, key=lambda t: t.spec.index)
 
     def submit(self, specs: Sequence[EpisodeSpec], micro_batch: int | None = None) -> Future:

@@ -78,8 +78,9 @@ def run_steps(loop: Loop, steps: Steps, stop_requested: Any) -> dict[str, Any]:
             release_free_memory()
         step_time = time.perf_counter() - t0
         gen = sum(t.num_action_tokens for t in trajs)
-        stats.update(step_time_s=step_time, play_time_s=t_play, tokens_per_s=gen / step_time, generated_tokens=gen,
-                     step_digest=steps_digest(trajs), policy_version=trajs[0].policy_version if trajs else step)
+        stats.update(step_time_s=step_time, play_time_s=t_play, play_wait_s=t_play, tokens_per_s=gen / step_time,
+                     generated_tokens=gen, step_digest=steps_digest(trajs),
+                     policy_version=trajs[0].policy_version if trajs else step)
         stats.update(fault_fields(trajs))
         stats.update(steps.step_fields(step, trajs))
         loop.metrics.log(step, loop.stage, stats)

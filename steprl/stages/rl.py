@@ -86,8 +86,9 @@ class RLSteps:
         return stats
 
     def step_fields(self, step: int, trajs: list[Trajectory]) -> dict[str, Any]:
-        """Nothing beyond the common fields."""
-        return {}
+        """play_time_s as the pool measured it: the loop's own clock (kept as play_wait_s) sees only the wait
+        for the submitted play, ~0 inline (submit plays at once) and when pipelining hid it."""
+        return {"play_time_s": float(getattr(self.pool, "last_play_s", 0.0))}
 
     def postfix(self, stats: dict[str, Any]) -> dict[str, str]:
         """Reward and success of the step."""
