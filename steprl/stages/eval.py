@@ -42,9 +42,9 @@ def run(run: RunState) -> dict[str, Any]:
             s_pool.close()
     teacher = rows[0]
     result = success_fields(teacher.to_dict())
-    result.update(
-        policies=[r.to_dict() for r in rows], table=format_table(rows), timing_repeats=cfg.eval.timing_repeats
-    )
+    earlier = earlier_rows(run.summary)
+    result.update(policies=[r.to_dict() for r in rows], table=format_table(earlier + rows),
+                  timing_repeats=cfg.eval.timing_repeats, earlier=[r.to_dict() for r in earlier])
     if len(rows) == 2:
         t, st = rows
         result["student_vs_teacher"] = {"success_ratio": st.success / t.success if t.success > 0 else None,
@@ -52,6 +52,19 @@ def run(run: RunState) -> dict[str, Any]:
                                         "param_ratio": st.params / t.params}
     log.info("held-out evaluation: %s", ", ".join(f"{r.policy} {r.success:.3f}" for r in rows))
     return result
+
+
+def earlier_rows(summary: dict[str, Any]) -> list[EvalResult]:
+    """The warm-up stage's held-out rows (the pretrained base model before it, the warm-up policy after it),
+    measured then on the same seeds, so the table reads base -> warm-up -> trained -> student."""
+    warm = summary.get("stages", {}).get("warmup", {})
+    rows = []
+    for key in ("base", "held_out"):
+        if isinstance(warm.get(key), dict):
+            row = dict(warm[key])
+            row["success_ci"] = tuple(row["success_ci"])
+            rows.append(EvalResult(**row))
+    return rows
 
 
 def timed_evaluations(held_out: HeldOut, entries: list[tuple[str, RolloutPool, torch.nn.Module]],
