@@ -36,6 +36,12 @@ def cell(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def type_text(annotation: str) -> str:
+    """An annotation as the reference shows it: `str | None` as `str or None`, since a pipe inside a code span
+    splits a table cell on GitHub (and an escaped one shows its backslash on the site)."""
+    return annotation.replace(" | ", " or ")
+
+
 def _sections(prefix: str, instance: Any) -> list[tuple[str, Any]]:
     """(dotted name, dataclass instance) for `instance` and every dataclass-valued field below it, depth first."""
     out = [(prefix, instance)]
@@ -69,7 +75,7 @@ def section_text(name: str, instance: Any) -> str:
         src = sources.get(f.name)
         default = f"section [{key}](#{_anchor(key)})" if is_dataclass(value) else f"`{cell(default_text(value))}`"
         kind = src.annotation if src else getattr(f.type, "__name__", str(f.type))
-        lines.append(f"| `{key}` | `{cell(kind)}` | {default} | {cell(meaning(value, src.doc if src else ''))} |")
+        lines.append(f"| `{key}` | `{type_text(kind)}` | {default} | {cell(meaning(value, src.doc if src else ''))} |")
     return "\n".join(lines) + "\n"
 
 

@@ -68,7 +68,7 @@ class _New(_Base):
 
 def test_a_new_dataclass_field_appears_with_its_type_default_and_docstring():
     text = section_text("new", _New())
-    assert "| `new.label` | `str \\| None` | `null` | A label \\| with a pipe over two lines. |" in text
+    assert "| `new.label` | `str or None` | `null` | A label \\| with a pipe over two lines. |" in text
     assert "| `new.sizes` | `tuple[int, int]` | `[1, 2]` | Two sizes. |" in text
     assert "| `new.rate` | `float` | `0.5` | A rate, declared on the base. |" in text
     assert "| `new.inner` | `_Inner` | section [new.inner](#newinner) | The inner part. |" in text
