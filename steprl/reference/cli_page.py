@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from steprl.reference.config_page import cell
+from steprl.reference.config_page import cell, code
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 """The folder holding the steprl package; help texts that name a path inside it are shown relative to it, so the
@@ -63,7 +63,7 @@ def _default(action: argparse.Action) -> str:
     """The default worth showing ('' for flags off by default and for none)."""
     if action.nargs == 0 or action.default in (None, argparse.SUPPRESS, [], ()):
         return ""
-    return f"`{cell(str(action.default))}`"
+    return code(str(action.default))
 
 
 def command_text(name: str, parser: argparse.ArgumentParser, summary: str) -> str:
@@ -73,12 +73,12 @@ def command_text(name: str, parser: argparse.ArgumentParser, summary: str) -> st
     if parser.formatter_class in (argparse.RawDescriptionHelpFormatter, argparse.RawTextHelpFormatter):
         lines += ["```", (parser.description or "").strip("\n"), "```", ""]
     elif parser.description:
-        lines += [" ".join(parser.description.split()), ""]
+        lines += [cell(parser.description), ""]
     lines += ["| argument | default | meaning |", "|---|---|---|"]
     for a in _arguments(parser):
         names = ", ".join(a.option_strings) if a.option_strings else _metavar(a)
         value = "" if not a.option_strings or a.nargs == 0 else f" {_metavar(a)}"
-        lines.append(f"| `{cell(names + value)}` | {_default(a)} | {cell(a.help or '')} |")
+        lines.append(f"| {code(names + value)} | {_default(a)} | {cell(a.help or '')} |")
     return "\n".join(lines) + "\n"
 
 
@@ -91,7 +91,7 @@ def cli_page() -> str:
     summaries = {c.dest: c.help or "" for c in sub._choices_actions}
     top = ["| command | what it does |", "|---|---|"]
     top += [f"| [`steprl {n}`](#steprl-{n}) | {cell(summaries.get(n, ''))} |" for n in sub.choices]
-    flags = [f"`{', '.join(a.option_strings)}`: {a.help}" for a in _arguments(parser)]
+    flags = [f"{code(', '.join(a.option_strings))}: {cell(a.help or '')}" for a in _arguments(parser)]
     intro = "\n".join(top) + "\n\nOptions before the command: " + "; ".join(flags) + ".\n"
     page = HEADER + "\n" + intro + "".join(
         "\n" + command_text(n, p, summaries.get(n, "")) for n, p in sub.choices.items())

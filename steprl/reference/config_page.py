@@ -4,6 +4,7 @@ dataclasses (steprl.config.Config and the sections it holds), so a new field app
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import fields, is_dataclass
 from typing import Any
 
@@ -32,8 +33,21 @@ def default_text(value: Any) -> str:
 
 
 def cell(text: str) -> str:
-    """Text safe inside one markdown table cell: one line, pipes escaped."""
-    return " ".join(text.split()).replace("|", "\\|")
+    """Prose (a docstring, a help text) safe inside one markdown table cell: one line, and outside its `code`
+    spans the characters markdown would read as markup escaped (a pipe splits the cell, `runs/<name>` is an HTML
+    tag, `k*B, (k+1)*B` emphasis)."""
+    parts = re.split(r"(`[^`]*`)", " ".join(text.split()))
+    return "".join(p if p.startswith("`") and p.endswith("`") and len(p) > 1 else _escape(p) for p in parts)
+
+
+def code(text: str) -> str:
+    """Text as one inline code span on one line (markup inside a code span is shown as written)."""
+    return "`" + " ".join(text.split()) + "`"
+
+
+def _escape(text: str) -> str:
+    """Markdown-escape the characters of plain text that would turn into markup (a `>` mid-line is plain text)."""
+    return text.replace("|", "\\|").replace("*", "\\*").replace("<", "&lt;")
 
 
 def type_text(annotation: str) -> str:
@@ -73,7 +87,7 @@ def section_text(name: str, instance: Any) -> str:
         key = f"{name}.{f.name}" if name else f.name
         value = getattr(instance, f.name)
         src = sources.get(f.name)
-        default = f"section [{key}](#{_anchor(key)})" if is_dataclass(value) else f"`{cell(default_text(value))}`"
+        default = f"section [{key}](#{_anchor(key)})" if is_dataclass(value) else code(default_text(value))
         kind = src.annotation if src else getattr(f.type, "__name__", str(f.type))
         lines.append(f"| `{key}` | `{type_text(kind)}` | {default} | {cell(meaning(value, src.doc if src else ''))} |")
     return "\n".join(lines) + "\n"

@@ -88,3 +88,9 @@ def test_every_cli_command_and_flag_is_in_the_cli_reference():
                 if flag not in ("-h", "--help"):
                     assert f"`{flag}" in page.split(f"## steprl {name}\n")[1].split("\n## ")[0], (name, flag)
     assert str(CHECKOUT) not in page and "docs/kernel-fingerprints" in page  # no path of this checkout
+
+
+def test_prose_in_a_cell_is_escaped_outside_code_spans_only():
+    from steprl.reference.config_page import cell
+
+    assert cell("runs/<name>, k*B | `runs/<name> k*B`\n  next") == "runs/&lt;name>, k\\*B \\| `runs/<name> k*B` next"
