@@ -22,8 +22,13 @@ class FieldSource:
 
 
 def _own_fields(cls: type) -> dict[str, FieldSource]:
-    """The fields declared in `cls` itself (not its bases)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    """The fields declared in `cls` itself (not its bases); none for a class without source (made at run time),
+    whose fields then show as undocumented."""
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    tree = ast.parse(textwrap.dedent(source))
     body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
     out = {}
     for i, stmt in enumerate(body):
