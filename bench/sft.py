@@ -6,11 +6,10 @@ loop is the training step alone; demo building is timed separately), then runs N
 `sft_trainer(...).update` from step 0. Reports min/median ms per step, steps/s, the time of
 building one batch of demonstrations, and the padding waste of the batches (pad tokens / all
 tokens of the padded [B, T] tensors). Extra `key=value` overrides go to the config
-(e.g. `warmup.steps=10`);
-`--compile` runs the loss through torch.compile as bench/sft_compile.py does.
+(e.g. `warmup.steps=10`).
 Prints one JSON line (for A/B runs) and writes bench/results/sft.json.
 
-    python bench/sft.py [--steps 200] [--threads 2] [--compile] [key=value ...]
+    python bench/sft.py [--steps 200] [--threads 2] [key=value ...]
 """
 
 from __future__ import annotations
@@ -41,7 +40,6 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--compile", action="store_true", help="the loss through torch.compile (bench/sft_compile.py)")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -53,10 +51,6 @@ def main() -> None:
     batches = [build(k) for k in range(args.steps)]
     demo_ms = (time.perf_counter() - t0) / args.steps * 1e3
     trainer = sft_trainer(policy.model, cfg.warmup, cfg.run.seed, policy.tokenizer.pad_token_id)
-    if args.compile:
-        from sft_compile import compiled_loss
-
-        compiled_loss(trainer.objective)
     times, losses = [], []
     t_all = time.perf_counter()
     for k in range(args.steps):
@@ -67,7 +61,7 @@ def main() -> None:
     row = {"steps": args.steps, "min_ms": min(times) * 1e3, "median_ms": statistics.median(times) * 1e3,
            "first_ms": times[0] * 1e3, "total_s": total, "steps_per_s": args.steps / total,
            "demo_build_ms": demo_ms, "padding_waste": padding_waste(batches), "last_loss": losses[-1],
-           "overrides": args.overrides, "compile": args.compile}
+           "overrides": args.overrides}
     print(json.dumps(row))
     write_result("sft", {"meta": machine_meta(args.threads), "row": row})
 
