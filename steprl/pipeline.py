@@ -26,6 +26,7 @@ from steprl.agents.policy import build_policy, load_policy
 from steprl.config import Config, to_yaml
 from steprl.run.checkpoint import Checkpoint, latest_good
 from steprl.run.lock import RunLock
+from steprl.run.memory import peak_rss_gb
 from steprl.run.metrics import MetricsLogger
 from steprl.run.run_dir import create_run_dir, read_summary, write_summary
 from steprl.run.state import RunState
@@ -114,11 +115,13 @@ def _run_stages(run: RunState) -> dict[str, Any]:
             t0 = time.perf_counter()
             result = STAGES[name](run)
             result["wall_s"] = round(time.perf_counter() - t0, 2)
+            result["driver_peak_rss_gb"] = peak_rss_gb()  # the peak so far: which stage set it
             run.summary.setdefault("stages", {})[name] = result
             run.summary["completed"] = sorted(done | {name}, key=run.cfg.stages.index)
             done.add(name)
             write_summary(run.dir, run.summary)
         run.summary["wall_s"] = round(time.perf_counter() - run.t_start, 2)
+        run.summary["driver_peak_rss_gb"] = peak_rss_gb()
         write_summary(run.dir, run.summary)
         return run.summary
     finally:

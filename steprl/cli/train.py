@@ -71,9 +71,11 @@ def print_summary(summary: dict, run_dir) -> int:
     rl = stages.get("rl", {})
     emit()
     skipped = f" ({rl['skipped_steps']} skipped)" if rl.get("skipped_steps") else ""
-    emit(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s: {rl.get('steps', 0)} RL steps{skipped}; "
-          f"held-out success ({stages.get('eval', stages.get('rl', {})).get('eval_episodes', '?')} episodes): "
-          + (", ".join(parts) or "n/a") + ".")
+    peak = f" (driver peak memory {summary['driver_peak_rss_gb']:.1f} GB)" if summary.get("driver_peak_rss_gb") else ""
+    emit(f"Run {run_dir.name} finished in {summary.get('wall_s', 0):.0f} s{peak}: "
+         f"{rl.get('steps', 0)} RL steps{skipped}; "
+         f"held-out success ({stages.get('eval', stages.get('rl', {})).get('eval_episodes', '?')} episodes): "
+         + (", ".join(parts) or "n/a") + ".")
     table = stages.get("eval", {}).get("table")
     if table:
         emit(table)

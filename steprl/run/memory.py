@@ -9,6 +9,8 @@ step, to a 4.7 GB peak. `malloc_trim` returns the free pages; measured, RSS stay
 from __future__ import annotations
 
 import ctypes
+import resource
+import sys
 
 
 def release_free_memory() -> bool:
@@ -21,3 +23,10 @@ def release_free_memory() -> bool:
         return False
     trim(0)
     return True
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory in GB (1e9 bytes), from getrusage: the driver, with inline rollout
+    workers and learner; Ray actors are other processes and report their own."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb * (1 if sys.platform == "darwin" else 1024) / 1e9, 3)  # macOS reports bytes, Linux KiB

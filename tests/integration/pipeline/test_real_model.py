@@ -6,6 +6,7 @@ resume is bitwise an uninterrupted run; learner world size 2 equals 1; the eval 
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 from digests import tree_digest
@@ -56,6 +57,10 @@ def test_real_model_replays_resumes_and_agrees_across_world_sizes(small_smollm2,
     ck = run_dir / "checkpoints"
     moved = [hashlib.sha256((ck / f"step_{s:06d}/model/model.safetensors").read_bytes()).hexdigest() for s in (0, 2)]
     assert moved[0] != moved[1], "the learner never moved: the comparisons below would prove nothing"
+    rl_rows = [r for r in map(json.loads, (run_dir / "metrics.jsonl").read_text().splitlines()) if r["stage"] == "rl"]
+    for r in rl_rows:  # inline plays inside submit: the play's own clock, not the ~1e-5 s wait the loop sees
+        assert r["play_wait_s"] <= r["play_time_s"] <= r["step_time_s"] and r["play_time_s"] > 1e-3, r
+    assert 0 < full["stages"]["warmup"]["driver_peak_rss_gb"] <= full["driver_peak_rss_gb"]
 
     rc, out = _replay(capsys, run_dir, 1)
     assert rc == 0, out
