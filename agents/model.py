@@ -7,7 +7,9 @@ bitwise-identical weights in any process. No global RNG is touched and nothing i
 
 from __future__ import annotations
 
+import copy
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -107,9 +109,6 @@ def load_model(path: str | Path) -> PreTrainedModel:
 def every_kth_layer(model: PreTrainedModel, k: int) -> PreTrainedModel:
     """A smaller copy of `model` keeping its decoder layers 0, k, 2k, ... (embeddings, final norm and head as
     they are): a distillation student that starts from what the teacher knows instead of from noise."""
-    import copy
-    import re
-
     n = int(model.config.num_hidden_layers)
     keep = list(range(0, n, k))
     config = copy.deepcopy(model.config)
