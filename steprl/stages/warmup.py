@@ -14,5 +14,5 @@ def run(run: RunState) -> dict[str, Any]:
     losses, cached_from = warm_up(run, run.policy, "warmup")
     run.checkpoint(0, "warmup", {}, {"version": 0})
     result = {"steps": run.cfg.warmup.steps, "final_loss": losses[-1] if losses else None, "cached_from": cached_from}
-    result.update(success_fields(run.held_out("warmup").to_dict()))
+    result.update(success_fields(run.held_out("warmup", "rl", 0).to_dict()))
     return result
