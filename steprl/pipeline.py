@@ -129,6 +129,7 @@ def _run_stages(run: RunState) -> dict[str, Any]:
             write_summary(run.dir, run.summary)
         run.summary["wall_s"] = round(time.perf_counter() - run.t_start, 2)
         write_summary(run.dir, run.summary)
+        run.metrics.plot()  # again: the held-out points measured after the last checkpoint
         return run.summary
     finally:
         for sig, handler in previous.items():

@@ -114,6 +114,7 @@ def draw(chart: Chart, series: Sequence[Series], stage: str) -> Any:
         ax.set_ylabel(spec.unit, fontsize=8)
         ax.grid(alpha=0.3)
         ax.tick_params(labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False)
         if spec.heldout:
             ax.set_ylim(-0.03, 1.03)
         if not drawn:
@@ -121,6 +122,9 @@ def draw(chart: Chart, series: Sequence[Series], stage: str) -> Any:
                     ha="center", va="center", transform=ax.transAxes, fontsize=8, color="grey")
         elif len(series) > 1 or len(spec.keys) > 1 or spec.heldout:
             ax.legend(fontsize=7, loc="best")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[-1, 0].xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[-1, 0].set_xlabel(f"{stage} step", fontsize=8)
     fig.suptitle(chart.title, fontsize=11)
     fig.tight_layout()

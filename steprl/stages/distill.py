@@ -284,6 +284,7 @@ def run(run: RunState) -> dict[str, Any]:
     metrics, s_pool = run.metrics.child(distill_dir, student.turn_format.decode), LazyPool(cfg, student)
     try:
         info, after, path = _train_student(run, distill_dir, metrics, student, s_pool)
+        metrics.plot()  # with the 'after' point, measured after the last checkpoint
     finally:
         for p, flag in zip(teacher.model.parameters(), grad_flags):
             p.requires_grad_(flag)
