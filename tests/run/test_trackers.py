@@ -123,3 +123,14 @@ def test_a_logger_whose_library_is_missing_is_named_with_its_extra(monkeypatch):
     with pytest.raises(ConfigError, match=r"run\.loggers.*wandb needs no_such_tracking_lib_xyz.*steprl\[wandb\]"):
         check_installed(["jsonl", "wandb"])
     check_installed(["jsonl"])
+
+
+def test_train_with_a_missing_logger_library_exits_2_naming_it_and_leaves_no_run_directory(tmp_path, monkeypatch,
+                                                                                          capsys):
+    from steprl.cli import main
+
+    fake = registry_module.Backend("x", "X", ("no_such_tracking_lib_xyz",), "mlflow")
+    monkeypatch.setitem(registry_module.BACKENDS, "mlflow", fake)
+    assert main(["train", "smoke", f"run.root={tmp_path}", "run.loggers=[jsonl,mlflow]"]) == 2
+    assert "pip install 'steprl[mlflow]'" in capsys.readouterr().err
+    assert not (tmp_path / "smoke").exists()
