@@ -56,6 +56,7 @@ class TrackioTracker:
         self.run.log({f"{stage}/episodes": table}, step=step)
 
     def close(self) -> None:
-        """Finish the run (its rows are in the local store)."""
+        """Finish the run (its rows are in the local store); `trackio.finish` also clears trackio's current run,
+        which its exit hook would otherwise finish a second time."""
         with _chatter_to_log():
-            self.run.finish()
+            self._trackio.finish()

@@ -30,8 +30,10 @@ class WandbTracker:
             write_identity(run_dir, self.name, {"id": run_id, "project": project})
         settings = wandb.Settings(silent=True, console="off", x_disable_stats=True, disable_git=True)
         self.run = wandb.init(project=known.get("project", project), name=run_name, id=run_id, resume="allow",
-                              dir=str(run_dir), config=config, settings=settings, reinit="create_new")
-        self.run.config.update(config, allow_val_change=True)  # a resume may extend rl.steps
+                              dir=str(run_dir), config=None if known else config, settings=settings,
+                              reinit="create_new")
+        if known:  # a resume may have changed the config (rl.steps extended): W&B keeps the newest values
+            self.run.config.update(config, allow_val_change=True)
         self._stages: set[str] = set()
 
     def _axis(self, stage: str) -> None:
