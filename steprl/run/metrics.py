@@ -109,8 +109,13 @@ class MetricsLogger:
         rows = sampled_rows(trajs, sampling.count, sampling.seed, stage, step, sampling.decode)
         self._fan_out(f"{stage} step {step}'s episodes", lambda t: t.log_episodes(stage, step, rows))
 
-    def truncate_after(self, step: int, stage: str) -> None:
-        """Drop rows of `stage` beyond `step` (resume after a crash re-logs those steps)."""
+    def truncate_after(self, step: int, stage: str, same_data: bool = True) -> None:
+        """Drop rows of `stage` beyond `step` (resume after a crash re-logs those steps).
+
+        `same_data=False` when the steps after `step` will be other data (distillation restarted for a new
+        teacher): the trackers then receive them again."""
+        if not same_data:
+            self._sent[stage] = min(self._sent.get(stage, -1), step)
         rows = read_metrics(self.path)
         keep = [r for r in rows if not (r.get("stage") == stage and r.get("step", -1) > step)]
         if len(keep) != len(rows):

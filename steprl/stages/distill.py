@@ -208,7 +208,7 @@ def _checkpoint_to_resume(distill_dir: Path, fingerprint: str, metrics: MetricsL
         log.warning("distill: checkpoints in %s were made with another teacher; moved to %s, starting over",
                     distill_dir, stale.name)
         (distill_dir / "checkpoints").rename(stale)
-        metrics.truncate_after(-1, "distill")
+        metrics.truncate_after(-1, "distill", same_data=False)  # a new teacher: new data, sent to the trackers
         return None
     return ckpt if ckpt is not None and ckpt.state.get("stage") == "distill" else None
 

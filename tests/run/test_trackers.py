@@ -134,3 +134,14 @@ def test_train_with_a_missing_logger_library_exits_2_naming_it_and_leaves_no_run
     assert main(["train", "smoke", f"run.root={tmp_path}", "run.loggers=[jsonl,mlflow]"]) == 2
     assert "pip install 'steprl[mlflow]'" in capsys.readouterr().err
     assert not (tmp_path / "smoke").exists()
+
+
+def test_a_stage_restarted_on_other_data_is_sent_to_the_trackers_again(tmp_path):
+    m = MetricsLogger(tmp_path)
+    for step in range(3):
+        m.log(step, "distill", {"kl": 1.0})
+    rec = Recorder()
+    m = MetricsLogger(tmp_path, [rec])
+    m.truncate_after(-1, "distill", same_data=False)  # distillation starts over for a new teacher
+    m.log(0, "distill", {"kl": 0.5})
+    assert rec.calls == [("metrics", "distill", 0, {"kl": 0.5})]
