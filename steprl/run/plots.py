@@ -97,11 +97,12 @@ def draw(chart: Chart, series: Sequence[Series], stage: str) -> Any:
     fig, axes = plt.subplots(n, 1, figsize=(7, 2.3 * n + 0.6), sharex=True, squeeze=False)
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for ax, spec in zip(axes[:, 0], chart.axes):
-        drawn = False
+        drawn, zeros = False, False
         for si, s in enumerate(series):
             for ki, key in enumerate(spec.keys):
                 xs, ys = _points(s.rows, stage, key)
                 if not xs or (len(spec.keys) > 1 and not any(ys)):  # an event type that never fired: no line
+                    zeros |= bool(xs)
                     continue
                 name = " / ".join(p for p in (s.label, key if len(spec.keys) > 1 else None) if p) or key
                 colour = colours[(si * len(spec.keys) + ki) % len(colours)]
@@ -118,7 +119,8 @@ def draw(chart: Chart, series: Sequence[Series], stage: str) -> Any:
         if spec.heldout:
             ax.set_ylim(-0.03, 1.03)
         if not drawn:
-            ax.text(0.5, 0.5, "none recorded" if len(spec.keys) > 1 else f"no {spec.keys[0]} in metrics.jsonl",
+            empty = "0 at every step" if zeros else "none recorded" if len(spec.keys) > 1 else f"no {spec.keys[0]}"
+            ax.text(0.5, 0.5, empty,
                     ha="center", va="center", transform=ax.transAxes, fontsize=8, color="grey")
         elif len(series) > 1 or len(spec.keys) > 1 or spec.heldout:
             ax.legend(fontsize=7, loc="best")

@@ -34,6 +34,7 @@ padding:3px 6px;margin:2px 0;border-left:4px solid #aab4be;background:#f6f8fa}
 .muted{color:#57606a}nav a{margin-right:12px}
 """
 
+NL = "\n"
 ORDER = ("warmup", "rl", "distill", "eval")
 """Stages in pipeline order (summary.json keeps them sorted by name)."""
 CALL = re.compile(r"(<call>.*?</call>|<tool_call>.*?</tool_call>|\{\"name\".*\})", re.S)
@@ -110,7 +111,7 @@ def _step_block(s: StepEpisodes) -> str:
     eps = []
     for ep in s.episodes:
         verdict = '<span class="ok">success</span>' if ep.success else '<span class="bad">failure</span>'
-        segs = "".join(f'<div class="seg {seg.role}" title="{seg.role}">{_marked(seg.text, seg.role)}</div>'
+        segs = "".join(f'<div class="seg {seg.role}" title="{seg.role}">{_marked(seg.text.strip(NL), seg.role)}</div>'
                        for seg in ep.segments)
         err = f"<div class=bad>error: {_e(ep.error)}</div>" if ep.error else ""
         eps.append(f'<div class="ep"><h4>{_e(ep.label)}: episode {ep.index}, reward <b>{ep.reward:.3f}</b>, {verdict}, '
@@ -139,8 +140,10 @@ def render(runs: Sequence[RunRecord]) -> str:
     """The report page of `runs` (one, or several compared) as HTML text."""
     title = "steprl report: " + ", ".join(r.name for r in runs)
     runs_list = "".join(f"<li><b>{_e(r.name)}</b> <span class=muted>{_e(r.path)}</span>: "
-                        f"{_fmt(r.summary.get('wall_s'), 0)} s, stages {_e(', '.join(r.summary.get('completed', [])))}"
-                        "</li>" for r in runs)
+                        + (f"{r.summary['wall_s']:.0f} s" if isinstance(r.summary.get("wall_s"), (int, float))
+                           else "not finished")
+                        + f", stages done: {_e(', '.join(r.summary.get('completed', [])) or 'none')}</li>"
+                        for r in runs)
     distills = [r.distill for r in runs if r.distill is not None and r.distill.rows]
     parts = [f"<h1>{_e(title)}</h1><ul>{runs_list}</ul>",
              '<nav><a href="#curves">curves</a><a href="#stages">stages</a><a href="#eval">held-out</a>'
