@@ -69,9 +69,9 @@ def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: l
         if stage == "rl":
             marks["log"].append(time.perf_counter())
 
-    def held_out(state, name):
+    def held_out(state, *args):
         marks["held_out"].append(time.perf_counter())
-        return orig_held_out(state, name)
+        return orig_held_out(state, *args)
 
     MetricsLogger.log, RunState.held_out = log, held_out
     try:

@@ -22,12 +22,12 @@ from typing import Any
 
 from steprl.agents.device import resolve_device
 from steprl.agents.model import count_parameters
-from steprl.agents.policy import build_policy, load_policy
-from steprl.config import Config, to_yaml
+from steprl.agents.policy import Policy, build_policy, load_policy
+from steprl.config import Config, to_dict, to_yaml
 from steprl.run.checkpoint import Checkpoint, latest_good
 from steprl.run.lock import RunLock
 from steprl.run.memory import peak_rss_gb
-from steprl.run.metrics import MetricsLogger
+from steprl.run.metrics import EpisodeSampling, MetricsLogger
 from steprl.run.run_dir import create_run_dir, read_summary, write_summary
 from steprl.run.state import RunState
 from steprl.run.torch_setup import setup_torch
@@ -46,7 +46,7 @@ def train(cfg: Config) -> dict[str, Any]:
     with RunLock(run_dir, "train"):
         policy = build_policy(cfg.model, cfg.tokenizer, cfg.run.seed)
         policy.model.to(cfg.run.device)
-        run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir))
+        run = RunState(cfg, run_dir, policy, open_metrics(cfg, run_dir, policy), read_summary(run_dir))
         run.summary["params"] = count_parameters(policy.model)
         if "warmup" not in cfg.stages:  # warm-up writes step 0 itself; without it the initial weights are step 0
             run.checkpoint(0, "init", {}, {"version": 0})
@@ -74,8 +74,17 @@ def _resume_locked(run_dir: Path, cfg: Config) -> dict[str, Any]:
         policy = load_policy(ckpt.model_dir)
         policy.model.to(cfg.run.device)
         log.info("resuming %s from %s", run_dir.name, ckpt.path.name)
-    run = RunState(cfg, run_dir, policy, MetricsLogger(run_dir), read_summary(run_dir), resume_from=ckpt)
+    run = RunState(cfg, run_dir, policy, open_metrics(cfg, run_dir, policy), read_summary(run_dir), resume_from=ckpt)
     return _run_stages(run)
+
+
+def open_metrics(cfg: Config, run_dir: Path, policy: Policy) -> MetricsLogger:
+    """metrics.jsonl plus the trackers of `run.loggers`, each started (or resumed) with the config."""
+    from steprl.run.trackers import open_trackers
+
+    trackers = open_trackers(cfg.run.loggers, run_dir, cfg.run.project, cfg.run.name, to_dict(cfg))
+    sampling = EpisodeSampling(cfg.run.log_episodes, cfg.run.seed, policy.turn_format.decode)
+    return MetricsLogger(run_dir, trackers, sampling)
 
 
 def completed_stages(cfg: Config, summary: dict[str, Any], checkpoint: Checkpoint | None) -> set[str]:
@@ -123,6 +132,7 @@ def _run_stages(run: RunState) -> dict[str, Any]:
         run.summary["wall_s"] = round(time.perf_counter() - run.t_start, 2)
         run.summary["driver_peak_rss_gb"] = peak_rss_gb()
         write_summary(run.dir, run.summary)
+        run.metrics.plot()  # again: the held-out points measured after the last checkpoint
         return run.summary
     finally:
         for sig, handler in previous.items():

@@ -11,6 +11,16 @@ from typing import Any
 from steprl.agents.config import ModelConfig
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+LOGGERS = ("jsonl", "tensorboard", "wandb", "trackio", "mlflow")
+"""The names `run.loggers` accepts (steprl/run/trackers/ has one module per backend)."""
+
+
+def logger_problems(names: list[str]) -> list[str]:
+    """What is wrong with a `run.loggers` list: unknown or repeated names (whether each is installed is checked
+    before a run starts, by steprl.run.trackers.check_installed, not here: replay needs none of them)."""
+    out = [f"unknown logger {n!r}; expected some of {', '.join(LOGGERS)}" for n in names if n not in LOGGERS]
+    out += [f"{n!r} is listed twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    return out
 
 
 @dataclass
@@ -37,10 +47,24 @@ class RunConfig:
     AMD) MKL takes other branches and bits part, tokens agreeing until the first divergence (steprl/run/kernels.py).
     auto (default): portable where the CPU has AVX2 and FMA, else native; resolved when the config is read,
     so config.yaml records the mode the run used."""
+    loggers: list[str] = field(default_factory=lambda: ["jsonl"])
+    """Where metrics, held-out evaluations and sampled episodes go: jsonl (always, metrics.jsonl), tensorboard,
+    wandb, trackio, mlflow; each of the last four is an optional extra (`pip install 'steprl[wandb]'`, ...).
+    Offline: WANDB_MODE=offline, trackio's local store, MLflow in the run directory unless MLFLOW_TRACKING_URI."""
+    project: str = "steprl"
+    """Project (W&B, trackio) or experiment (MLflow) the run is logged under; the run's name is `run.name`."""
+    log_episodes: int = 4
+    """Episodes of each training step sent to the loggers as a table: a seeded choice, the same rows on resume
+    (0: none)."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
         out = []
+        out += [("loggers", p) for p in logger_problems(self.loggers)]
+        if not self.project.strip():
+            out.append(("project", "expected a non-empty name"))
+        if not 0 <= self.log_episodes <= 64:
+            out.append(("log_episodes", f"expected 0..64 episodes per step, got {self.log_episodes}"))
         if not RUN_NAME_RE.match(self.name) or self.name in (".", ".."):
             out.append(("name", f"expected 1-64 characters from [A-Za-z0-9._-] and not '.' or '..', got {self.name!r}"))
         if self.threads <= 0:

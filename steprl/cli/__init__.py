@@ -7,6 +7,7 @@
     steprl eval POLICY [POLICY ...] --env ID --episodes N
     steprl envs [ID --demo SEED | --play SEED]
     steprl doctor [--kernels portable|native] [--set KEY=VALUE] [--out FILE]
+    steprl report RUN [RUN ...] [--out FILE]
 
 User mistakes (bad config, missing files, bad arguments) print one line and exit 2.
 """
@@ -21,7 +22,7 @@ import sys
 from steprl.console import warn
 from steprl.errors import Interrupted, SteprlError
 
-COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs", "doctor")
+COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs", "doctor", "report")
 
 
 class _Parser(argparse.ArgumentParser):

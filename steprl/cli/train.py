@@ -59,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def print_summary(summary: dict, run_dir) -> int:
+    """Write RUN/report.html, then `closing_lines` (which link it); returns the exit status."""
+    from steprl.cli.report import report_after_run
+
+    return closing_lines(summary, run_dir, report_after_run(run_dir))
+
+
+def closing_lines(summary: dict, run_dir, report=None) -> int:
     """The closing paragraph: steps, time, held-out success per stage, where the run lives, what next; then one
     line per stage whose guards skipped most of its steps. Returns the exit status: 1 when a stage skipped
     every step (the run trained nothing), else 0."""
@@ -86,6 +93,8 @@ def print_summary(summary: dict, run_dir) -> int:
     emit(f"It lives in {run_dir} (metrics.jsonl, plots/, checkpoints/, rollouts/, summary.json); "
           f"final checkpoint {summary.get('final_checkpoint')}.")
     emit(f"Replay a step with `steprl replay {run_dir} --step 0`, extend it with `steprl resume {run_dir} rl.steps=N`.")
+    if report is not None:
+        emit(f"Report: {report} (open it in a browser; `steprl report RUN [RUN ...]` compares runs).")
     lines, failed = skip_warnings(stages)
     for line in lines:  # last, so the closing lines of a run that did not train say so
         warn(f"steprl: {line}")

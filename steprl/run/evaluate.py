@@ -15,6 +15,7 @@ from typing import Any
 
 from steprl.rollout.plan import plan_eval
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
+from steprl.run.trackers.base import EvalPoint
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,11 @@ class EvalResult:
     tokens_per_s: float
     wall_s: float
     episodes: int
+
+    def point(self, stage: str, step: int) -> EvalPoint:
+        """This result as a held-out point on `stage`'s step axis (for evals.jsonl and the trackers)."""
+        return EvalPoint(self.policy, stage, step, self.success, self.success_ci[0], self.success_ci[1],
+                         self.reward_mean, self.episodes)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""

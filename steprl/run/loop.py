@@ -2,8 +2,8 @@
 
 A stage describes its steps with a `Steps` object (what to play, how to update, what a checkpoint
 holds); `run_steps` does the rest the same way for RL and distillation: timing, the rollout record
-of each step, heap trimming, the step's metrics row, the progress bar, the checkpoint cadence and
-the clean stop after Ctrl-C.
+of each step, heap trimming, the step's metrics row and sampled episodes (to the trackers), the progress
+bar, the checkpoint cadence and the clean stop after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -84,6 +84,7 @@ def run_steps(loop: Loop, steps: Steps, stop_requested: Any) -> dict[str, Any]:
         stats.update(fault_fields(trajs))
         stats.update(steps.step_fields(step, trajs))
         loop.metrics.log(step, loop.stage, stats)
+        loop.metrics.log_episodes(loop.stage, step, trajs)
         bar.set_postfix(**steps.postfix(stats), s=f"{step_time:.1f}")
         nxt = step + 1
         if nxt % loop.checkpoint_every == 0 or nxt == loop.total or stop_requested():

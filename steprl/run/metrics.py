@@ -1,7 +1,7 @@
-"""Per-step metrics: one JSON line per step in metrics.jsonl, optional TensorBoard, PNG plots.
+"""Per-step metrics: one JSON line per step in metrics.jsonl, held-out points in evals.jsonl, the trackers of
+`run.loggers` (steprl/run/trackers/) fed the same rows, and the PNG plots (steprl/run/plots.py).
 
-Plots (matplotlib, Agg backend) are regenerated from metrics.jsonl at every checkpoint:
-reward and success, KL and entropy, grad norm and guard events, throughput.
+Plots are regenerated from metrics.jsonl and evals.jsonl at every checkpoint.
 """
 
 from __future__ import annotations
@@ -10,67 +10,112 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from steprl.errors import SteprlError
+from steprl.rollout.trajectory import Trajectory
+from steprl.run.episodes import Decode, sampled_rows
+from steprl.run.trackers.base import EvalPoint, Tracker, numeric
 
 log = logging.getLogger(__name__)
 
-PLOTS = {
-    "reward.png": ("reward and success", ["reward_mean", "success_rate", "eval/success"]),
-    "kl_entropy.png": ("KL and entropy", ["kl", "entropy", "logprob_gap"]),
-    "grad_guards.png": (
-        "grad norm and guard events",
-        ["grad_norm", "guard/nonfinite", "guard/spike_loss", "guard/spike_grad", "guard/rollbacks"],
-    ),
-    "throughput.png": ("throughput", ["tokens_per_s", "step_time_s"]),
-}
+EVALS = "evals.jsonl"
+"""Held-out evaluations of a run directory, one JSON line each (an EvalPoint)."""
 
 
 class MetricsError(SteprlError):
     """metrics.jsonl could not be written (disk full, read-only file system); names the file and the cause."""
 
 
+@dataclass(frozen=True)
+class EpisodeSampling:
+    """Which episodes of each step the trackers get as a table: `count` of them, chosen by `seed`, decoded by
+    `decode` (the policy's turn format)."""
+
+    count: int
+    seed: int
+    decode: Decode
+
+
 class MetricsLogger:
-    """Appends metrics to `<run>/metrics.jsonl` (and TensorBoard when installed); draws plots on demand.
+    """Appends metrics to `<run>/metrics.jsonl` and hands them to the run's trackers; draws plots on demand.
 
     Opening cuts the file back to its last complete line (a crash mid-write leaves a torn one), so a
     new row never lands on a fragment. Only writers (train, resume, distill, under the run's lock) open one.
+    The trackers receive a step only when it is past the last one of its stage in metrics.jsonl at opening: the
+    steps a resume plays again (those after the checkpoint) are the same data, already sent, so no backend
+    sees a step twice. A tracker that fails is reported once and dropped; training goes on.
     """
 
-    def __init__(self, run_dir: Path, tensorboard: bool = True) -> None:
+    def __init__(self, run_dir: Path, trackers: Sequence[Tracker] = (), episodes: EpisodeSampling | None = None,
+                 owns_trackers: bool = True) -> None:
         self.path = Path(run_dir) / "metrics.jsonl"
         cut_torn_tail(self.path)
+        self.evals_path = Path(run_dir) / EVALS
+        cut_torn_tail(self.evals_path)
         self.plot_dir = Path(run_dir) / "plots"
-        self._tb = None
-        if tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter  # needs the optional `tensorboard` package
+        self.trackers = list(trackers)
+        self.episodes = episodes
+        self._owns = owns_trackers
+        self._sent: dict[str, int] = {}
+        for r in read_metrics(self.path):
+            self._sent[r.get("stage", "")] = max(self._sent.get(r.get("stage", ""), -1), int(r.get("step", -1)))
 
-                self._tb = SummaryWriter(str(Path(run_dir) / "tensorboard"))
-            except ImportError:
-                self._tb = None
+    def child(self, run_dir: Path, decode: Decode | None = None) -> MetricsLogger:
+        """A logger for a sub-run directory (distill/) feeding the same trackers, which it does not close."""
+        sampling = None
+        if self.episodes is not None:
+            sampling = EpisodeSampling(self.episodes.count, self.episodes.seed, decode or self.episodes.decode)
+        return MetricsLogger(run_dir, self.trackers, sampling, owns_trackers=False)
+
+    def _is_new(self, stage: str, step: int) -> bool:
+        return step > self._sent.get(stage, -1)
+
+    def _fan_out(self, what: str, call: Any) -> None:
+        """`call(tracker)` on every tracker; one that raises is logged with the cause and dropped."""
+        for t in list(self.trackers):
+            try:
+                call(t)
+            except Exception as e:  # noqa: BLE001 - a tracking backend's failure must not end a training run
+                log.warning("logger %s failed to log %s (%s: %s); it is turned off for the rest of this run",
+                            t.name, what, type(e).__name__, e)
+                self.trackers.remove(t)
 
     def log(self, step: int, stage: str, metrics: dict[str, Any]) -> None:
         """Append one line {"step", "stage", ...metrics}; flushed and fsynced so a crash loses nothing logged."""
         row = {"step": step, "stage": stage, **{k: _clean(v) for k, v in metrics.items()}}
-        try:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(row, sort_keys=True) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
-        except OSError as e:  # a torn last line is ignored by read_metrics; the step's checkpoint was not written
-            raise MetricsError(f"could not write {self.path} ({e.strerror or e}); the newest complete checkpoint is "
-                               f"intact: free space, then `steprl resume {self.path.parent}`") from None
-        if self._tb is not None:
-            for k, v in row.items():
-                if isinstance(v, (int, float)) and k != "step":
-                    self._tb.add_scalar(f"{stage}/{k}", v, step)
+        _append(self.path, row)
+        if self.trackers and self._is_new(stage, step):
+            values = numeric({k: v for k, v in metrics.items()})
+            self._fan_out(f"{stage} step {step}", lambda t: t.log_metrics(stage, step, values))
 
-    def truncate_after(self, step: int, stage: str) -> None:
-        """Drop rows of `stage` beyond `step` (resume after a crash re-logs those steps)."""
+    def log_eval(self, point: EvalPoint) -> None:
+        """Record a held-out evaluation in evals.jsonl and send it to the trackers, once per (policy, stage, step):
+        a resume that measures the same weights again adds nothing."""
+        key = (point.policy, point.stage, point.step)
+        if any((e.get("policy"), e.get("stage"), e.get("step")) == key for e in read_evals(self.evals_path)):
+            return
+        _append(self.evals_path, asdict(point))
+        self._fan_out(f"held-out {point.policy}", lambda t: t.log_eval(point))
+
+    def log_episodes(self, stage: str, step: int, trajs: Sequence[Trajectory]) -> None:
+        """The step's seeded sample of episodes as a table, to every tracker (nothing without trackers)."""
+        sampling = self.episodes
+        if not self.trackers or sampling is None or sampling.count <= 0 or not self._is_new(stage, step):
+            return
+        rows = sampled_rows(trajs, sampling.count, sampling.seed, stage, step, sampling.decode)
+        self._fan_out(f"{stage} step {step}'s episodes", lambda t: t.log_episodes(stage, step, rows))
+
+    def truncate_after(self, step: int, stage: str, same_data: bool = True) -> None:
+        """Drop rows of `stage` beyond `step` (resume after a crash re-logs those steps).
+
+        `same_data=False` when the steps after `step` will be other data (distillation restarted for a new
+        teacher): the trackers then receive them again."""
+        if not same_data:
+            self._sent[stage] = min(self._sent.get(stage, -1), step)
         rows = read_metrics(self.path)
         keep = [r for r in rows if not (r.get("stage") == stage and r.get("step", -1) > step)]
         if len(keep) != len(rows):
@@ -79,13 +124,33 @@ class MetricsLogger:
             os.replace(tmp, self.path)
 
     def plot(self) -> list[Path]:
-        """Redraw plots/*.png from metrics.jsonl; returns the files written."""
-        return plot_metrics(read_metrics(self.path), self.plot_dir)
+        """Redraw plots/*.png from metrics.jsonl and evals.jsonl; returns the files written."""
+        from steprl.run.plots import write_pngs
+
+        return write_pngs(read_metrics(self.path), read_evals(self.evals_path), self.plot_dir)
 
     def close(self) -> None:
-        """Flush TensorBoard."""
-        if self._tb is not None:
-            self._tb.close()
+        """Finish the trackers this logger owns (each backend flushes; a resume continues the same runs)."""
+        if self._owns:
+            self._fan_out("the end of the run", lambda t: t.close())
+            self.trackers = []
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    """One JSON line, flushed and fsynced; a write failure is a MetricsError naming the file."""
+    try:
+        with open(path, "a") as f:
+            f.write(json.dumps(row, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:  # a torn last line is ignored by read_metrics; the step's checkpoint was not written
+        raise MetricsError(f"could not write {path} ({e.strerror or e}); the newest complete checkpoint is "
+                           f"intact: free space, then `steprl resume {path.parent}`") from None
+
+
+def read_evals(path: Path) -> list[dict[str, Any]]:
+    """All held-out points of an evals.jsonl (none when the run has no such file)."""
+    return read_metrics(path)
 
 
 def cut_torn_tail(path: Path) -> int:
@@ -175,38 +240,3 @@ def _as_float(v: Any) -> float:
         return float(v)
     except (TypeError, ValueError):
         return 0.0
-
-
-def plot_metrics(rows: Iterable[dict[str, Any]], out_dir: Path) -> list[Path]:
-    """One PNG per panel of PLOTS, x = RL step; metrics missing from the rows are left out."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [r for r in rows if r.get("stage") in ("rl", "distill")]
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for name, (title, keys) in PLOTS.items():
-        fig, ax = plt.subplots(figsize=(6, 3.5))
-        drawn = False
-        for stage in ("rl", "distill"):
-            for k in keys:
-                pts = [
-                    (r["step"], r[k]) for r in rows if r.get("stage") == stage and isinstance(r.get(k), (int, float))
-                ]
-                if pts:
-                    xs, ys = zip(*pts)
-                    ax.plot(xs, ys, marker="." if len(pts) < 50 else None, label=f"{stage}:{k}" if stage != "rl" else k)
-                    drawn = True
-        ax.set_title(title)
-        ax.set_xlabel("step")
-        if drawn:
-            ax.legend(fontsize=7)
-        ax.grid(alpha=0.3)
-        fig.tight_layout()
-        path = out_dir / name
-        fig.savefig(path, dpi=80)
-        plt.close(fig)
-        written.append(path)
-    return written

@@ -101,6 +101,9 @@ def model_source_problems(cfg: Config) -> list[str]:
 
 def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     """Raise ConfigError (one line) for the first thing this run would fail on; builds the env once."""
+    from steprl.run.trackers import check_installed
+
+    check_installed(cfg.run.loggers)  # a missing tracking library, named with its extra, before anything else
     problems = []
     if standalone_distill:
         if cfg.distill.teacher is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -66,15 +66,19 @@ class RunState:
         write_summary(self.dir, self.summary)
         return path
 
-    def held_out(self, name: str) -> EvalResult:
-        """Greedy held-out numbers of the run's policy on its eval seeds, measured once per exact weights."""
+    def held_out(self, name: str, stage: str, step: int, metrics: MetricsLogger | None = None) -> EvalResult:
+        """Greedy held-out numbers of the run's policy on its eval seeds, measured once per exact weights, and
+        logged (to `metrics`, default the run's) as the point (`stage`, `step`) of a held-out series `name`."""
+        metrics = metrics or self.metrics
         fingerprint = weights_fingerprint(self.policy.model)
         if fingerprint in self.held_out_cache:
             res = self.held_out_cache[fingerprint]
             log.info("held-out success after %s: %.3f (same weights as already measured)", name, res.success)
+            metrics.log_eval(replace(res, policy=name).point(stage, step))
             return res
         res, _ = evaluate(self.get_pool(), self.policy.model, name, HeldOut.from_config(self.cfg))
         log.info("held-out success after %s: %.3f (%d episodes)", name, res.success, res.episodes)
         self.held_out_cache.clear()
         self.held_out_cache[fingerprint] = res
+        metrics.log_eval(res.point(stage, step))
         return res

@@ -142,13 +142,14 @@ def _same_tokenizer(teacher_tok: Any, other: Any, what: str) -> None:
 
 
 def student_held_out(cfg: Config, pool: RolloutPool, student: torch.nn.Module, name: str,
-                     teacher: torch.nn.Module, pad_id: int) -> dict[str, Any]:
-    """The student's held-out success fields and its reverse KL to the teacher.
+                     teacher: torch.nn.Module, pad_id: int, metrics: MetricsLogger, step: int) -> dict[str, Any]:
+    """The student's held-out success fields and its reverse KL to the teacher; logged as distill step `step`.
 
     The KL is measured on episodes the student *samples* on the same eval seeds (the expectation is under q).
     """
     held_out = HeldOut.from_config(cfg)
     res, trajs = evaluate(pool, student, name, held_out)
+    metrics.log_eval(res.point("distill", step))
     out = success_fields(res.to_dict())
     if held_out.greedy:
         _, trajs = evaluate(pool, student, name, held_out, greedy=False)
@@ -217,7 +218,7 @@ def _checkpoint_to_resume(distill_dir: Path, fingerprint: str, metrics: MetricsL
         log.warning("distill: checkpoints in %s were made with another teacher; moved to %s, starting over",
                     distill_dir, stale.name)
         (distill_dir / "checkpoints").rename(stale)
-        metrics.truncate_after(-1, "distill")
+        metrics.truncate_after(-1, "distill", same_data=False)  # a new teacher: new data, sent to the trackers
         return None
     return ckpt if ckpt is not None and ckpt.state.get("stage") == "distill" else None
 
@@ -245,8 +246,9 @@ def _train_student(run: RunState, distill_dir: Path, metrics: MetricsLogger, stu
                 cfg.distill.student_warmup_lr)
     s_pool, t_pool = student_pool.get(), run.get_pool()  # both after the warm-up (a standalone distill starts Ray here)
     if not info:
-        info = {"teacher": success_fields(run.held_out("teacher").to_dict()),  # measured once per weights
-                "before": student_held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad)}
+        info = {"teacher": success_fields(run.held_out("teacher", "distill", 0, metrics).to_dict()),  # once per weights
+                "before": student_held_out(cfg, s_pool, student.model, "student-before", teacher.model, pad, metrics,
+                                           0)}
     t_pool.set_weights(0, weights_copy(teacher.model))
     steps = DistillSteps(
         run, distill_dir, metrics, student, trainer, (on_mode, off_mode), (s_pool, t_pool), info, fingerprint
@@ -254,7 +256,7 @@ def _train_student(run: RunState, distill_dir: Path, metrics: MetricsLogger, stu
     loop = Loop("distill", start, cfg.distill.steps, cfg.distill.checkpoint_every, distill_dir / "rollouts", metrics,
                 f"continue with `steprl resume {run.dir}`")
     run_steps(loop, steps, lambda: run.stop_requested)
-    after = student_held_out(cfg, s_pool, student.model, "student", teacher.model, pad)
+    after = student_held_out(cfg, s_pool, student.model, "student", teacher.model, pad, metrics, cfg.distill.steps)
     if steps.last_path is None:  # nothing left to train: the newest checkpoint is the result
         ckpt = latest_good(distill_dir / "checkpoints")
         if ckpt is None:
@@ -289,9 +291,10 @@ def run(run: RunState) -> dict[str, Any]:
         (distill_dir / "config.yaml").write_text(to_yaml(cfg))
     student = build_student(cfg, teacher)
     grad_flags = [p.requires_grad for p in teacher.model.parameters()]
-    metrics, s_pool = MetricsLogger(distill_dir), LazyPool(cfg, student)
+    metrics, s_pool = run.metrics.child(distill_dir, student.turn_format.decode), LazyPool(cfg, student)
     try:
         info, after, path = _train_student(run, distill_dir, metrics, student, s_pool)
+        metrics.plot()  # with the 'after' point, measured after the last checkpoint
     finally:
         for p, flag in zip(teacher.model.parameters(), grad_flags):
             p.requires_grad_(flag)
@@ -320,7 +323,7 @@ def run_standalone(cfg: Config) -> dict[str, Any]:
     parent = run_path(cfg)
     parent.mkdir(parents=True, exist_ok=True)
     with RunLock(parent, "distill"):
-        state = RunState(cfg, parent, teacher, MetricsLogger(parent, tensorboard=False), {})
+        state = RunState(cfg, parent, teacher, MetricsLogger(parent), {})
         try:
             result = run(state)
         finally:

@@ -40,6 +40,8 @@ def run(run: RunState) -> dict[str, Any]:
     finally:
         if s_pool is not None:
             s_pool.close()
+    for r in rows:  # the final table's policies as held-out points of their own stage
+        run.metrics.log_eval(r.point("eval", 0))
     teacher = rows[0]
     result = success_fields(teacher.to_dict())
     earlier = earlier_rows(run.summary)

@@ -118,5 +118,5 @@ def run(run: RunState) -> dict[str, Any]:
               "final_train_success": stats.get("success_rate"), **skip_fields(run.metrics.path, "rl", cfg.rl.steps)}
     if result["mostly_skipped"]:
         log.warning("rl: the guards skipped %d of %d steps", result["skipped_steps"], cfg.rl.steps)
-    result.update(success_fields(run.held_out("rl").to_dict()))
+    result.update(success_fields(run.held_out("rl", "rl", cfg.rl.steps).to_dict()))
     return result

@@ -16,11 +16,11 @@ from steprl.run.state import RunState
 def run(run: RunState) -> dict[str, Any]:
     """Held-out numbers of a pretrained base model, SFT on expert demonstrations (or reuse a cached identical
     warm-up), checkpoint step 0, held-out numbers after it."""
-    base = run.held_out("base (pretrained)").to_dict() if run.cfg.model.path is not None else None
+    base = run.held_out("base (pretrained)", "warmup", 0).to_dict() if run.cfg.model.path is not None else None
     losses, cached_from = warm_up(run, run.policy, "warmup")
     run.checkpoint(0, "warmup", {}, {"version": 0})
     result = {"steps": run.cfg.warmup.steps, "final_loss": losses[-1] if losses else None, "cached_from": cached_from}
-    after = run.held_out("warm-up (SFT)")
+    after = run.held_out("warm-up (SFT)", "rl", 0)
     result.update(success_fields(after.to_dict()))
     result["held_out"] = after.to_dict()
     if base is not None:

@@ -119,7 +119,7 @@ def test_rollout_fast_forward_config_reaches_the_workers(tmp_path, flag):
 
     cfg = load_config("smoke", [f"run.root={tmp_path}", f"rollout.fast_forward={str(flag).lower()}"])
     pol = build_policy(cfg.model, cfg.tokenizer, 0)
-    state = RunState(cfg, tmp_path, pol, MetricsLogger(tmp_path, tensorboard=False), {})
+    state = RunState(cfg, tmp_path, pol, MetricsLogger(tmp_path), {})
     worker = state.get_pool().workers[0]  # the smoke preset plays inline
     assert isinstance(worker.generator.decoder, FastCausalLM) is flag
     state.metrics.close()

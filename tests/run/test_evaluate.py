@@ -30,18 +30,18 @@ def test_held_out_specs_never_use_training_seeds():
 def test_held_out_measures_once_per_exact_weights_and_keeps_the_cache_private(tmp_path, monkeypatch):
     cfg = load_config("smoke", [f"run.root={tmp_path}", "eval.episodes=4", "eval.micro_batch=4"])
     torch.set_num_threads(1)
-    run = RunState(cfg, tmp_path, build_policy(cfg.model, cfg.tokenizer, 0), MetricsLogger(tmp_path, tensorboard=False),
+    run = RunState(cfg, tmp_path, build_policy(cfg.model, cfg.tokenizer, 0), MetricsLogger(tmp_path),
                    {"stages": {}})
     plays = []
     real = state_module.evaluate
     monkeypatch.setattr(state_module, "evaluate", lambda *a, **k: plays.append(a[2]) or real(*a, **k))
     try:
-        first = run.held_out("warmup")
-        again = run.held_out("rl")  # same weights: no second play
+        first = run.held_out("warmup", "rl", 0)
+        again = run.held_out("rl", "rl", 3)  # same weights: no second play
         assert plays == ["warmup"] and again == first
         with torch.no_grad():
             next(run.policy.model.parameters()).add_(1e-3)
-        run.held_out("rl")
+        run.held_out("rl", "rl", 3)
         assert plays == ["warmup", "rl"]
     finally:
         run.get_pool().close()

@@ -63,7 +63,7 @@ def _loop(tmp_path, metrics, start=0, total=5, every=2) -> Loop:
 
 
 def test_each_step_is_played_updated_recorded_logged_and_checkpointed_on_cadence(tmp_path):
-    steps, metrics = FakeSteps(), MetricsLogger(tmp_path, tensorboard=False)
+    steps, metrics = FakeSteps(), MetricsLogger(tmp_path)
     last = run_steps(_loop(tmp_path, metrics), steps, steps.stop)
     metrics.close()
     assert [c for c in steps.calls if c[0] == "save"] == [("save", 2), ("save", 4), ("save", 5)]
@@ -78,7 +78,7 @@ def test_each_step_is_played_updated_recorded_logged_and_checkpointed_on_cadence
 
 
 def test_stop_request_checkpoints_the_step_and_raises_with_the_hint(tmp_path):
-    steps, metrics = FakeSteps(stop_after=3), MetricsLogger(tmp_path, tensorboard=False)
+    steps, metrics = FakeSteps(stop_after=3), MetricsLogger(tmp_path)
     with pytest.raises(Interrupted, match=r"after rl step 3 of 5; continue with `steprl resume X`"):
         run_steps(_loop(tmp_path, metrics, every=10), steps, steps.stop)
     metrics.close()
@@ -86,14 +86,14 @@ def test_stop_request_checkpoints_the_step_and_raises_with_the_hint(tmp_path):
 
 
 def test_a_stop_on_the_last_step_finishes_without_raising(tmp_path):
-    steps, metrics = FakeSteps(stop_after=5), MetricsLogger(tmp_path, tensorboard=False)
+    steps, metrics = FakeSteps(stop_after=5), MetricsLogger(tmp_path)
     run_steps(_loop(tmp_path, metrics, every=10), steps, steps.stop)
     metrics.close()
     assert [c for c in steps.calls if c[0] == "save"] == [("save", 5)]
 
 
 def test_resumed_loop_starts_at_its_step(tmp_path):
-    steps, metrics = FakeSteps(), MetricsLogger(tmp_path, tensorboard=False)
+    steps, metrics = FakeSteps(), MetricsLogger(tmp_path)
     run_steps(_loop(tmp_path, metrics, start=3), steps, steps.stop)
     metrics.close()
     assert [c[1] for c in steps.calls if c[0] == "play"] == [3, 4]
@@ -110,7 +110,7 @@ def test_a_stop_requested_during_a_checkpoint_stops_right_after_it(tmp_path):
         def stop(self) -> bool:
             return self.requested
 
-    steps, metrics = StopWhileSaving(), MetricsLogger(tmp_path, tensorboard=False)
+    steps, metrics = StopWhileSaving(), MetricsLogger(tmp_path)
     with pytest.raises(Interrupted, match=r"after rl step 2 of 5"):
         run_steps(_loop(tmp_path, metrics, every=2), steps, steps.stop)
     metrics.close()

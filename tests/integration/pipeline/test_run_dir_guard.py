@@ -65,7 +65,7 @@ def test_lock_is_exclusive_released_and_a_stale_record_is_taken_over(tmp_path, c
 def test_a_torn_last_metrics_line_is_cut_before_appending(tmp_path):
     path = tmp_path / "metrics.jsonl"
     path.write_text('{"stage": "rl", "step": 0, "x": 1}\n{"stage": "rl", "step": 1, "generated_')
-    logger = MetricsLogger(tmp_path, tensorboard=False)
+    logger = MetricsLogger(tmp_path)
     logger.log(1, "rl", {"x": 2})
     lines = path.read_text().splitlines()
     assert [json.loads(ln)["step"] for ln in lines] == [0, 1]  # every line parses: nothing appended onto the fragment
