@@ -14,7 +14,6 @@ checkpoint, skipping torn or tampered ones with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -25,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steprl.agents.model_source import sha256_of
 from steprl.errors import SteprlError
 from steprl.run.state_io import load_state, save_state
 
@@ -57,12 +57,8 @@ class Checkpoint:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, streamed."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    """Hex sha256 of a file, streamed (the one reader: agents/model_source.py keys the GGUF cache with it)."""
+    return sha256_of(Path(path))
 
 
 def _fsync_tree(root: Path) -> None:
