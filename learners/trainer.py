@@ -37,8 +37,8 @@ from .sft import MIN_LR_RATIO, SFTObjective
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DistillMethod", "DistillMode", "DistillRouteError", "Objective", "Trainer", "distill_trainer", "rl_trainer",
-           "sft_trainer"]
+__all__ = ["DistillMethod", "DistillMode", "DistillRouteError", "Objective", "Trainer", "copy_weights",
+           "distill_trainer", "rl_trainer", "sft_trainer"]
 
 
 class Objective(Protocol):
@@ -107,12 +107,34 @@ class Trainer:
 
     def load_state_dict(self, state: dict) -> None:
         """Restore `state_dict()`; the model must have the same architecture."""
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                v.copy_(state["model"][k])
+        copy_weights(self.model, state["model"])
         self.guard.load_state_dict(state)
         self.step = int(state["step"])
         self.objective.load_state_dict(state)
+
+
+def copy_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Copy `weights` into `model`'s tensors in place, bit for bit (same shapes and dtypes, or ValueError).
+
+    A key the weights lack must be tied to one they hold (an embedding shared with the output layer): a
+    checkpoint's weights are its save_pretrained file, which stores a tied tensor once."""
+    own = model.state_dict()
+    bad = [f"{k}: {tuple(w.shape)} {w.dtype} for {tuple(own[k].shape)} {own[k].dtype}" for k, w in weights.items()
+           if k in own and (w.shape != own[k].shape or w.dtype != own[k].dtype)]
+    unknown = sorted(set(weights) - set(own))
+    if bad or unknown:
+        raise ValueError(f"weights do not fit the model: {'; '.join(bad[:3]) or ''}"
+                         f"{' unknown keys ' + ', '.join(unknown[:3]) if unknown else ''}")
+    copied = set()
+    with torch.no_grad():
+        for k, v in own.items():
+            if k in weights:
+                v.copy_(weights[k])
+                copied.add(v.data_ptr())
+    missing = [k for k, v in own.items() if k not in weights and v.data_ptr() not in copied]
+    if missing:
+        raise ValueError(f"weights lack {len(missing)} of the model's tensors (e.g. {missing[0]}), tied to none "
+                         f"they hold")
 
 
 def _checked(cfg: Any) -> None:

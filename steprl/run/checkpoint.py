@@ -2,7 +2,8 @@
 
     checkpoints/step_000040/
         model/            save_pretrained directory (safetensors) + tokenizer: plain transformers loads it
-        learner.safetensors + learner.json    optimizer, schedule, guard state (no pickle)
+        learner.safetensors + learner.json    optimizer, schedule, guard state (no pickle); the trainer's
+                          weights are model/'s, stored once (`write_learner_state`)
         state.json        step, stage, extra pipeline state
         MANIFEST.json     sha256 of every file; written last: no manifest, no checkpoint
     checkpoints/latest    name of the newest complete checkpoint
@@ -52,8 +53,30 @@ class Checkpoint:
         return self.path / "model"
 
     def learner_state(self) -> Any:
-        """The learner's state dict (tensors from safetensors, structure from JSON)."""
-        return load_state(self.path, "learner")
+        """The learner's state dict (tensors from safetensors, structure from JSON), its weights from model/."""
+        state = load_state(self.path, "learner")
+        if isinstance(state, dict) and "optimizer" in state and "model" not in state:
+            state["model"] = model_weights(self.model_dir)
+        return state
+
+
+def model_weights(model_dir: Path) -> dict[str, Any]:
+    """Every tensor of a save_pretrained directory's safetensors files (tied tensors appear once)."""
+    from safetensors.torch import load_file
+
+    weights: dict[str, Any] = {}
+    for f in sorted(model_dir.glob("*.safetensors")):
+        weights.update(load_file(str(f)))
+    return weights
+
+
+def write_learner_state(state: Any, directory: Path) -> list[Path]:
+    """Write a trainer's state as learner.safetensors + learner.json, without its weights (`state["model"]`):
+    they are the checkpoint's model/ directory, so a checkpoint holds model + optimizer, not the model twice.
+    `Checkpoint.learner_state` puts them back. An older checkpoint that holds them loads as before."""
+    if isinstance(state, dict) and "model" in state:
+        state = {k: v for k, v in state.items() if k != "model"}
+    return save_state(state, directory, "learner")
 
 
 def sha256_file(path: Path) -> str:
@@ -85,7 +108,7 @@ def save_checkpoint(ckpt_dir: Path, step: int, save_model: Callable[[Path], None
             shutil.rmtree(tmp)
         tmp.mkdir()
         save_model(tmp / "model")
-        save_state(learner_state, tmp, "learner")
+        write_learner_state(learner_state, tmp)
         (tmp / "state.json").write_text(json.dumps({"step": step, **state}, sort_keys=True, indent=1))
         files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
         (tmp / MANIFEST).write_text(json.dumps({"step": step, "files": files}, sort_keys=True, indent=1))

@@ -19,6 +19,7 @@ import torch
 from steprl.agents.policy import Policy
 from steprl.config import Config
 from steprl.errors import SteprlError
+from steprl.learners.trainer import copy_weights
 from steprl.rollout.ray_setup import init_ray
 from steprl.rollout.trajectory import LogitFilter, Trajectory
 from steprl.run.kernels import worker_env
@@ -122,9 +123,7 @@ class LearnerGroup:
         """Load `state` on every rank and into the driver's model."""
         ref = self.ray.put(state)
         self._all(lambda a: a.load_state_dict.remote(ref))
-        with torch.no_grad():
-            for k, v in self.model.state_dict().items():
-                v.copy_(state["model"][k])
+        copy_weights(self.model, state["model"])
 
     def plant_nan(self, step: int, micro_batch: int) -> None:
         """See `Learner.plant_nan` (every rank installs it; only the owner of `micro_batch` fires it)."""

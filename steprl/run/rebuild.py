@@ -20,9 +20,15 @@ from steprl.agents.device import resolve_device
 from steprl.agents.policy import Policy, load_policy, save_policy
 from steprl.errors import SteprlError
 from steprl.rollout.trajectory import Trajectory
-from steprl.run.checkpoint import Checkpoint, CheckpointError, list_checkpoints, sha256_file, verify
+from steprl.run.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    list_checkpoints,
+    sha256_file,
+    verify,
+    write_learner_state,
+)
 from steprl.run.ranks import rank_threads, torch_threads
-from steprl.run.state_io import save_state
 from steprl.run.trainers import rl_learner
 
 
@@ -103,7 +109,7 @@ def compare_with_checkpoint(ckpt: Checkpoint, policy: Policy, learner_state: Any
     with tempfile.TemporaryDirectory(prefix="steprl-rebuild-") as tmp:
         root = Path(tmp)
         save_policy(policy, root / "model")
-        save_state(learner_state, root, "learner")
+        write_learner_state(learner_state, root)
         rels = sorted(p.relative_to(root).as_posix() for p in (root / "model").glob("*.safetensors"))
         rels += ["learner.safetensors", "learner.json"]
         for rel in rels:

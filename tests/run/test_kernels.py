@@ -24,10 +24,11 @@ from steprl.run.fingerprint import compare, cpu_model
 # mismatch; a class without one skips and prints what to record.
 GOLDEN = {
     "AuthenticAMD": {
-        "learner.safetensors": "cce291e9e52d5a9bf1194471c59a96e9254910799aa15c15268f2efa0d4d38c1",
+        "learner.safetensors": "c3f01cdb3f5efec9754ee70527c5a946fb2323bf59fe383536906256066e3df0",
         "model/model.safetensors": "0baea7ad8ea6ba57beca5e811fbf34eab0200e434afa1ae32612554e5a811355",
-        "measured": "AMD EPYC Zen 3 (family 25 model 1; AVX2+FMA, no AVX-512), 2026-12-06, after the rollback-layout "
-                    "change (learner.rollback_steps). At 87d174d learner.safetensors was a6717a83... both there and on "
+        "measured": "AMD EPYC Zen 3 (family 25 model 1; AVX2+FMA, no AVX-512), 2026-12-07, after learner.safetensors "
+                    "stopped holding a copy of model/'s weights (it was cce291e9... before, with the same "
+                    "model.safetensors). At 87d174d learner.safetensors was a6717a83... both there and on "
                     "an AMD EPYC Zen 5 (AVX-512, AVX512_BF16, no AMX), with the same model.safetensors 0baea7ad...",
     },
     # Intel Xeon Sapphire Rapids (AVX-512, AMX) gave learner.safetensors 0e0c3219... at 87d174d (issue 26), in the

@@ -65,3 +65,23 @@ def test_a_checkpoint_of_a_stage_marks_every_earlier_stage_done():
     assert "rl" not in completed_stages(cfg, {"completed": []}, rl_ck)  # rl reopens at step 6
     warm_ck = Checkpoint(path=Path("x"), step=0, state={"stage": "warmup", "step": 0})
     assert completed_stages(cfg, {"completed": []}, warm_ck) == {"warmup"}
+
+
+def test_a_checkpoint_stores_the_weights_once(smoke):
+    """learner.safetensors holds the optimizer, not a second copy of model/'s weights, which loading puts back."""
+    import json
+
+    import torch
+
+    from steprl.agents.policy import load_policy
+
+    cfg = smoke("stages=[warmup,rl]", "rl.steps=1", "learner.max_rollbacks=0", name="once")
+    train(cfg)
+    ck = verify(Path(cfg.run.root) / "once/checkpoints/step_000001")
+    keys = [k for k, _ in json.loads((ck.path / "learner.json").read_text())["__dict__"]]
+    assert "optimizer" in keys and "model" not in keys
+    model_bytes = sum(f.stat().st_size for f in ck.model_dir.glob("*.safetensors"))
+    assert (ck.path / "learner.safetensors").stat().st_size < 2.2 * model_bytes  # AdamW's two moments and no more
+    weights = ck.learner_state()["model"]
+    loaded = load_policy(ck.model_dir).model.state_dict()
+    assert set(weights) <= set(loaded) and all(torch.equal(loaded[k], w) for k, w in weights.items())
