@@ -48,8 +48,8 @@ def run_steps(steps: int, executor: str, eval_episodes: int, root: str, extra: l
     """Train `steps` RL steps of the quickstart preset (stages=[rl]) under `root`; returns timings and metrics."""
     from steprl.config import load_config
     from steprl.pipeline import train
-    from steprl.run.metrics import MetricsLogger, read_metrics
-    from steprl.run.state import RunState
+    from steprl.run.loop.state import RunState
+    from steprl.run.reporting.metrics import MetricsLogger, read_metrics
 
     over = [
         "stages=[rl]",

@@ -16,7 +16,7 @@ Prints a table and writes bench/results/learner.json.
                             [--dtype float32|bfloat16] [--world-sizes 1,2 --rank-threads 1]
 
 `--dtype` is `learner.dtype` (bf16 autocast body, fp32 head and master weights). `--world-sizes 1,2`
-times the data-parallel learner (steprl/run/learner.py: world size 1 in this process, N > 1 as Ray
+times the data-parallel learner (steprl/run/learning/learner.py: world size 1 in this process, N > 1 as Ray
 actors) with every rank at `--rank-threads` threads, world size 1 included (the setting that makes
 them bitwise equal); rows then carry `world_size`.
 """
@@ -38,7 +38,7 @@ from steprl.config import load_config
 from steprl.learners.trainer import rl_trainer
 from steprl.rollout.plan import plan_step
 from steprl.rollout.workers import RolloutPool, WorkerSpec
-from steprl.run.learner import make_learner
+from steprl.run.learning.learner import make_learner
 
 TURNS = {"single": 1, "multi": 3}
 

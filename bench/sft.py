@@ -1,7 +1,7 @@
 """Benchmark: warm-up SFT steps/s of the quickstart preset (the long pole of `steprl train quickstart`).
 
 Builds the quickstart policy and its demonstration batches exactly as the `warmup` stage does
-(`steprl.run.demos.demo_batches`, batch 32), pre-builds the batches of steps 0..N-1 (so the timed
+(`steprl.run.loop.demos.demo_batches`, batch 32), pre-builds the batches of steps 0..N-1 (so the timed
 loop is the training step alone; demo building is timed separately), then runs N steps of
 `sft_trainer(...).update` from step 0. Reports min/median ms per step, steps/s, the time of
 building one batch of demonstrations, and the padding waste of the batches (pad tokens / all
@@ -25,7 +25,7 @@ from _common import machine_meta, write_result
 from steprl.agents.policy import build_policy
 from steprl.config import load_config
 from steprl.learners.trainer import sft_trainer
-from steprl.run.demos import demo_batches
+from steprl.run.loop.demos import demo_batches
 
 
 def padding_waste(batches) -> float:

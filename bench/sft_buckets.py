@@ -23,7 +23,7 @@ from steprl.agents.policy import build_policy
 from steprl.config import load_config
 from steprl.learners.config import WarmupConfig
 from steprl.learners.trainer import sft_trainer
-from steprl.run.demos import demo_batches
+from steprl.run.loop.demos import demo_batches
 
 
 def time_variant(cfg, mcfg, batches, attn: str, buckets: int, warm: int) -> list[float]:

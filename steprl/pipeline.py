@@ -9,7 +9,7 @@
 Held-out success is measured after each training stage on the same 'eval'-stream seeds and
 written to summary.json. Ctrl-C (or SIGTERM, what schedulers and `docker stop` send) finishes the
 current step, checkpoints and stops; a second one abandons the step (the run resumes from its newest
-complete checkpoint). The run directory's lock (steprl/run/lock.py) is held throughout.
+complete checkpoint). The run directory's lock (steprl/run/files/lock.py) is held throughout.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from steprl.agents.device import resolve_device
 from steprl.agents.model import count_parameters
 from steprl.agents.policy import Policy, build_policy, load_policy
 from steprl.config import Config, to_dict, to_yaml
-from steprl.run.checkpoint import Checkpoint, latest_good
-from steprl.run.lock import RunLock
-from steprl.run.memory import peak_rss_gb
-from steprl.run.metrics import EpisodeSampling, MetricsLogger
-from steprl.run.run_dir import create_run_dir, read_summary, write_summary
-from steprl.run.state import RunState
-from steprl.run.torch_setup import setup_torch
+from steprl.run.files.checkpoint import Checkpoint, latest_good
+from steprl.run.files.lock import RunLock
+from steprl.run.files.run_dir import create_run_dir, read_summary, write_summary
+from steprl.run.loop.state import RunState
+from steprl.run.machine.memory import peak_rss_gb
+from steprl.run.machine.torch_setup import setup_torch
+from steprl.run.reporting.metrics import EpisodeSampling, MetricsLogger
 from steprl.stages import STAGES
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _resume_locked(run_dir: Path, cfg: Config) -> dict[str, Any]:
 
 def open_metrics(cfg: Config, run_dir: Path, policy: Policy) -> MetricsLogger:
     """metrics.jsonl plus the trackers of `run.loggers`, each started (or resumed) with the config."""
-    from steprl.run.trackers import open_trackers
+    from steprl.run.reporting.trackers import open_trackers
 
     trackers = open_trackers(cfg.run.loggers, run_dir, cfg.run.project, cfg.run.name, to_dict(cfg))
     sampling = EpisodeSampling(cfg.run.log_episodes, cfg.run.seed, policy.turn_format.decode)

@@ -12,12 +12,12 @@ from steprl.agents.config import ModelConfig
 
 RUN_NAME_RE = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 LOGGERS = ("jsonl", "tensorboard", "wandb", "trackio", "mlflow")
-"""The names `run.loggers` accepts (steprl/run/trackers/ has one module per backend)."""
+"""The names `run.loggers` accepts (steprl/run/reporting/trackers/ has one module per backend)."""
 
 
 def logger_problems(names: list[str]) -> list[str]:
     """What is wrong with a `run.loggers` list: unknown or repeated names (whether each is installed is checked
-    before a run starts, by steprl.run.trackers.check_installed, not here: replay needs none of them)."""
+    before a run starts, by steprl.run.reporting.trackers.check_installed, not here: replay needs none of them)."""
     out = [f"unknown logger {n!r}; expected some of {', '.join(LOGGERS)}" for n in names if n not in LOGGERS]
     out += [f"{n!r} is listed twice" for n in sorted({n for n in names if names.count(n) > 1})]
     return out
@@ -44,9 +44,9 @@ class RunConfig:
     """CPU kernel choice. native: torch/MKL/oneDNN pick the fastest code path for this CPU (results may
     differ bit-wise on another CPU). portable: pin the AVX2 paths (ATEN_CPU_CAPABILITY, MKL_CBWR,
     ONEDNN_MAX_CPU_ISA, thread env) so x86-64 AVX2 CPUs of one vendor give the same bits; across vendors (Intel vs
-    AMD) MKL takes other branches and bits part, tokens agreeing until the first divergence (steprl/run/kernels.py).
-    auto (default): portable where the CPU has AVX2 and FMA, else native; resolved when the config is read,
-    so config.yaml records the mode the run used."""
+    AMD) MKL takes other branches and bits part, tokens agreeing until the first divergence
+    (steprl/run/machine/kernels.py). auto (default): portable where the CPU has AVX2 and FMA, else native; resolved
+    when the config is read, so config.yaml records the mode the run used."""
     loggers: list[str] = field(default_factory=lambda: ["jsonl"])
     """Where metrics, held-out evaluations and sampled episodes go: jsonl (always, metrics.jsonl), tensorboard,
     wandb, trackio, mlflow; each of the last four is an optional extra (`pip install 'steprl[wandb]'`, ...).

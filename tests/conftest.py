@@ -6,7 +6,7 @@ whose torch was loaded unpinned. Tests run pipelines in-process, so the pytest p
 needs the user's shell). Thread counts are left to each run (torch.set_num_threads(run.threads)).
 """
 
-from steprl.run import kernels
+from steprl.run.machine import kernels
 
 if kernels.resolve_kernels("auto") == "portable":
     kernels.pin(2)

@@ -55,7 +55,7 @@ def quiet_transformers() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
-    from steprl.run.kernels import apply_from_argv
+    from steprl.run.machine.kernels import apply_from_argv
 
     try:  # before build_parser: it imports torch, which reads the kernel variables once
         apply_from_argv(argv)

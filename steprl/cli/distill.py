@@ -15,7 +15,7 @@ import argparse
 
 from steprl.config import load_config
 from steprl.console import emit, warn
-from steprl.run.metrics import skip_warnings
+from steprl.run.reporting.metrics import skip_warnings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -36,7 +36,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     """Load the config, distil, print the held-out comparison; exit status 1 when the guards skipped every step."""
     cfg = load_config(args.config, args.overrides)
-    from steprl.run.preflight import check_run
+    from steprl.run.loop.preflight import check_run
 
     check_run(cfg, standalone_distill=True)
     from steprl.stages.distill import run_standalone  # heavy imports only when distilling

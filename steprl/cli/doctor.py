@@ -46,7 +46,7 @@ def _read(path: Path) -> dict:
 
 
 def _extra(items: list[str]) -> dict[str, str]:
-    from steprl.run.kernels import PINNED_KEYS
+    from steprl.run.machine.kernels import PINNED_KEYS
 
     out = {}
     for item in items:
@@ -63,7 +63,7 @@ def _describe(rec: dict) -> str:
 
 
 def _diff_lines(name: str, mine: dict, theirs: dict) -> list[str]:
-    from steprl.run.kernel_fingerprints import diff
+    from steprl.run.machine.kernel_fingerprints import diff
 
     same, differ = diff(theirs, mine)
     head = f"  {name}: {len(same)} of {len(same) + len(differ)} ops identical"
@@ -72,8 +72,8 @@ def _diff_lines(name: str, mine: dict, theirs: dict) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the machine, fingerprint it, and diff."""
-    from steprl.run.kernel_fingerprints import record_in_child
-    from steprl.run.kernels import pinned_env
+    from steprl.run.machine.kernel_fingerprints import record_in_child
+    from steprl.run.machine.kernels import pinned_env
 
     if args.diff:
         a, b = (_read(p) for p in args.diff)
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
         raise SteprlError(f"--against {folder}: not a folder of recorded *.json")
     extra = _extra(args.set)
     from steprl.cpu import resolve_kernels
-    from steprl.run.kernels import check_machine
+    from steprl.run.machine.kernels import check_machine
 
     if args.kernels == "portable":
         check_machine()

@@ -37,7 +37,7 @@ def task_text(env: Any, seed: int) -> str:
 
 def dry_run_text(cfg: Any) -> str:
     """The resolved config, the stages, step 0's plan with task text, and the scheduling."""
-    from steprl.run.preflight import build_env
+    from steprl.run.loop.preflight import build_env
 
     specs = plan_step(cfg, 0)
     mbs = spec_micro_batches(specs, cfg.rollout.micro_batch)

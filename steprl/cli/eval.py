@@ -41,8 +41,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_config_for(policy: Path) -> Any:
     """The saved config of the run a policy belongs to, or None."""
-    from steprl.run.kernels import run_dir_of
-    from steprl.run.run_dir import open_run_dir
+    from steprl.run.files.run_dir import open_run_dir
+    from steprl.run.machine.kernels import run_dir_of
 
     d = run_dir_of(policy)
     return None if d is None else open_run_dir(d)[1]
@@ -54,9 +54,9 @@ def run(args: argparse.Namespace) -> int:
     from steprl.envs.registry import env_id_problem
     from steprl.rollout.config import RolloutConfig, SamplingConfig
     from steprl.rollout.workers import RolloutPool, WorkerSpec
-    from steprl.run.checkpoint import resolve_policy_dir
-    from steprl.run.evaluate import HeldOut, evaluate, format_table
-    from steprl.run.torch_setup import setup_torch
+    from steprl.run.files.checkpoint import resolve_policy_dir
+    from steprl.run.loop.evaluate import HeldOut, evaluate, format_table
+    from steprl.run.machine.torch_setup import setup_torch
 
     if args.episodes <= 0:
         raise SteprlError(f"--episodes must be a positive integer, got {args.episodes}")

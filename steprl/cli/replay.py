@@ -3,7 +3,7 @@
 The weights step N was played with are rebuilt exactly: a verified checkpoint at or before that
 policy version is loaded and the learner re-applies the recorded steps after it (updates are
 deterministic), so replay works for every step, not only checkpointed ones. The rebuild starts one
-checkpoint early and checks the weights at the checkpoint it passes (steprl/run/rebuild.py): weights
+checkpoint early and checks the weights at the checkpoint it passes (steprl/run/learning/rebuild.py): weights
 that diverged are reported apart from trajectories that differ and from a tampered record.
 """
 
@@ -53,15 +53,15 @@ def run(args: argparse.Namespace) -> int:
     """Rebuild the weights (checking them at a checkpoint), replay, compare, report; see DESCRIPTION for exits."""
     from steprl.rollout.plan import plan_step
     from steprl.rollout.replay import compare, replay, transcript
-    from steprl.run.rebuild import rebuild_policy
-    from steprl.run.run_dir import open_run_dir
+    from steprl.run.files.run_dir import open_run_dir
+    from steprl.run.learning.rebuild import rebuild_policy
 
     run_dir, cfg = open_run_dir(args.run_dir)
-    from steprl.run.preflight import build_env
+    from steprl.run.loop.preflight import build_env
 
     build_env(cfg.env.id, dict(cfg.env.kwargs)).close()  # e.g. a data file that changed (env.kwargs.sha256)
     replay_device(cfg)
-    from steprl.run.fingerprint import check_against
+    from steprl.run.machine.fingerprint import check_against
 
     for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
         warn(f"steprl replay: warning: {line}")
@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     policy = rebuilt.policy
     diverged = report_weights(rebuilt, args.check_weights)
     from steprl.rollout.workers import RolloutWorker
-    from steprl.run.pools import worker_spec
+    from steprl.run.loop.pools import worker_spec
 
     worker = RolloutWorker(worker_spec(cfg, policy))
     worker.set_weights(version, policy.model.state_dict())
@@ -131,8 +131,8 @@ def replay_device(cfg) -> None:
     determinism settings before CUDA starts (agents/device.py)."""
     from steprl.agents.device import cuda_determinism, resolve_device
     from steprl.errors import ConfigError
-    from steprl.run.kernels import verify
-    from steprl.run.preflight import device_problem
+    from steprl.run.loop.preflight import device_problem
+    from steprl.run.machine.kernels import verify
 
     verify(cfg.run.kernels)  # the recorded kernel mode, or a clear error (never a silent native replay)
     cfg.run.device = resolve_device(cfg.run.device, fresh=False)

@@ -30,8 +30,8 @@ def default_out(runs: list[str], out: str | None) -> Path:
 def report_after_run(run_dir: Path) -> Path | None:
     """RUN/report.html, written when `steprl train` or `resume` finishes; None (with a warning) when it cannot be
     written: the run itself is complete either way."""
-    from steprl.run.report import write_report
-    from steprl.run.report_data import read_run
+    from steprl.run.reporting.report import write_report
+    from steprl.run.reporting.report_data import read_run
 
     try:
         return write_report([read_run(run_dir)], Path(run_dir) / "report.html")
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     out = default_out(args.runs, args.out)
     if out.is_dir():
         raise SteprlError(f"--out {out}: is a directory; expected an .html file path")
-    from steprl.run.report import write_report
-    from steprl.run.report_data import read_run
+    from steprl.run.reporting.report import write_report
+    from steprl.run.reporting.report_data import read_run
 
     path = write_report([read_run(r) for r in args.runs], out)
     emit(f"report: {path}")

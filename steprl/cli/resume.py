@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check overrides, then resume."""
-    from steprl.run.run_dir import open_run_dir
+    from steprl.run.files.run_dir import open_run_dir
 
     run_dir, cfg = open_run_dir(args.run_dir)
     for item in args.overrides:
@@ -66,10 +66,10 @@ def run(args: argparse.Namespace) -> int:
         cfg = _apply(cfg, args.overrides, run_dir)
     from steprl.cli.train import print_summary
     from steprl.pipeline import resume
-    from steprl.run.preflight import check_run
+    from steprl.run.loop.preflight import check_run
 
     check_run(cfg)  # e.g. a ray.address override that nothing answers: refused before any work
-    from steprl.run.fingerprint import check_against
+    from steprl.run.machine.fingerprint import check_against
 
     for line in check_against(run_dir, cfg.run.kernels, cfg.run.threads):
         warn(f"steprl resume: warning: {line}")

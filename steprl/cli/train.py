@@ -6,7 +6,7 @@ import argparse
 
 from steprl.config import load_config
 from steprl.console import emit, warn
-from steprl.run.metrics import skip_warnings
+from steprl.run.reporting.metrics import skip_warnings
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,10 +33,11 @@ def dry_run_text(cfg) -> str:
 
 
 def topology_dry_run(cfg) -> str:
-    """Devices, channels and communicators of one step (steprl/run/topology.py); builds the model to count it."""
+    """Devices, channels and communicators of one step (steprl/run/learning/topology.py); builds the model to count
+    it."""
     from steprl.agents.model import count_parameters
     from steprl.agents.policy import build_policy
-    from steprl.run.topology import topology, topology_text
+    from steprl.run.learning.topology import topology, topology_text
 
     return topology_text(topology(cfg, count_parameters(build_policy(cfg.model, cfg.tokenizer, cfg.run.seed).model)))
 
@@ -44,7 +45,7 @@ def topology_dry_run(cfg) -> str:
 def run(args: argparse.Namespace) -> int:
     """Load and validate the config, then dry-run or train."""
     cfg = load_config(args.config, args.overrides)
-    from steprl.run.preflight import check_run
+    from steprl.run.loop.preflight import check_run
 
     check_run(cfg)  # before the run directory exists: a config error leaves nothing behind
     if args.dry_run:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
         emit(topology_dry_run(cfg))
         return 0
     from steprl.pipeline import train  # heavy imports only when training
-    from steprl.run.run_dir import run_path
+    from steprl.run.files.run_dir import run_path
 
     return print_summary(train(cfg), run_path(cfg))
 

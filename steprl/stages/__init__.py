@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from steprl.run.state import RunState
+from steprl.run.loop.state import RunState
 from steprl.stages import distill, eval, rl, warmup
 
 Stage = Callable[[RunState], dict[str, Any]]

@@ -39,18 +39,18 @@ from steprl.rollout.plan import plan_distill
 from steprl.rollout.seeding import derive
 from steprl.rollout.trajectory import Trajectory
 from steprl.rollout.workers import RolloutPool
-from steprl.run.checkpoint import Checkpoint, latest_good, prune, resolve_policy_dir, save_checkpoint
-from steprl.run.evaluate import HeldOut, evaluate, success_fields
-from steprl.run.lock import RunLock
-from steprl.run.loop import Loop, run_steps
-from steprl.run.metrics import MetricsLogger, skip_fields
-from steprl.run.pools import LazyPool
-from steprl.run.run_dir import run_path, write_summary
-from steprl.run.sft import warm_up
-from steprl.run.state import RunState
-from steprl.run.torch_setup import setup_torch
-from steprl.run.trainers import sampling_filter
-from steprl.run.weights import weights_copy, weights_fingerprint
+from steprl.run.files.checkpoint import Checkpoint, latest_good, prune, resolve_policy_dir, save_checkpoint
+from steprl.run.files.lock import RunLock
+from steprl.run.files.run_dir import run_path, write_summary
+from steprl.run.learning.trainers import sampling_filter
+from steprl.run.learning.weights import weights_copy, weights_fingerprint
+from steprl.run.loop.evaluate import HeldOut, evaluate, success_fields
+from steprl.run.loop.loop import Loop, run_steps
+from steprl.run.loop.pools import LazyPool
+from steprl.run.loop.sft import warm_up
+from steprl.run.loop.state import RunState
+from steprl.run.machine.torch_setup import setup_torch
+from steprl.run.reporting.metrics import MetricsLogger, skip_fields
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import torch
 from steprl.agents.policy import load_policy
 from steprl.errors import SteprlError
 from steprl.rollout.workers import RolloutPool
-from steprl.run.evaluate import EvalResult, HeldOut, evaluate, format_table, success_fields
-from steprl.run.pools import make_pool
-from steprl.run.state import RunState
+from steprl.run.loop.evaluate import EvalResult, HeldOut, evaluate, format_table, success_fields
+from steprl.run.loop.pools import make_pool
+from steprl.run.loop.state import RunState
 
 log = logging.getLogger(__name__)
 

@@ -17,13 +17,13 @@ from steprl.agents.model import count_parameters
 from steprl.errors import SteprlError
 from steprl.rollout.plan import plan_step, rollout_version
 from steprl.rollout.trajectory import Trajectory
-from steprl.run.channels import ObjectStoreChannel
-from steprl.run.evaluate import success_fields
-from steprl.run.learner import Learner, make_learner
-from steprl.run.loop import Loop, run_steps
-from steprl.run.metrics import skip_fields
-from steprl.run.state import RunState
-from steprl.run.topology import topology, write_topology
+from steprl.run.learning.channels import ObjectStoreChannel
+from steprl.run.learning.learner import Learner, make_learner
+from steprl.run.learning.topology import topology, write_topology
+from steprl.run.loop.evaluate import success_fields
+from steprl.run.loop.loop import Loop, run_steps
+from steprl.run.loop.state import RunState
+from steprl.run.reporting.metrics import skip_fields
 
 log = logging.getLogger(__name__)
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from steprl.run.evaluate import success_fields
-from steprl.run.sft import warm_up
-from steprl.run.state import RunState
+from steprl.run.loop.evaluate import success_fields
+from steprl.run.loop.sft import warm_up
+from steprl.run.loop.state import RunState
 
 
 def run(run: RunState) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from steprl.cli import main
 from steprl.config import load_config
 from steprl.errors import ConfigError
 from steprl.rollout import ray_setup
-from steprl.run.preflight import check_run
+from steprl.run.loop.preflight import check_run
 
 KEYS = ("rollout.workers", "rollout.num_cpus_per_worker", "learner.cpus_per_rank")
 
@@ -62,7 +62,7 @@ def test_ray_num_cpus_bounds_the_embedded_cluster(tmp_path, capsys, no_run_start
 
 def test_fractional_requests_that_fit_pass(monkeypatch):
     """What the README now suggests on 2 cores: 1 worker x 1 CPU + 2 ranks x 0.5 CPU = 2 CPUs."""
-    from steprl.run.topology import ray_cpu_demand
+    from steprl.run.learning.topology import ray_cpu_demand
 
     monkeypatch.setattr(ray_setup, "local_cpus", lambda num_cpus: 2.0)
     cfg = load_config("quickstart", ["learner.world_size=2", "rollout.workers=1", "learner.cpus_per_rank=0.5"])

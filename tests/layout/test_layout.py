@@ -113,6 +113,44 @@ def test_run_core_is_a_leaf_and_stages_never_import_each_other():
         assert [t for t in GRAPH[s] if t.startswith("steprl.stages")] == [], s
 
 
+RUN = ROOT / "steprl" / "run"
+ROOMS = {
+    "machine": (),
+    "files": ("machine",),
+    "learning": ("machine", "files"),
+    "reporting": ("machine", "files"),
+    "loop": ("machine", "files", "learning", "reporting"),
+}
+"""Each room of steprl/run/ -> the rooms its modules may import (docs/architecture.md#layout); acyclic by order."""
+MAX_ROOM_FILES = 12
+
+
+def _room(module: str) -> str | None:
+    parts = module.split(".")
+    return parts[2] if len(parts) > 2 and parts[:2] == ["steprl", "run"] else None
+
+
+def test_run_is_split_into_rooms_each_with_a_one_paragraph_docstring():
+    assert sorted(p.name for p in RUN.glob("*.py")) == ["__init__.py"]  # every module lives in a room
+    rooms = sorted(p.name for p in RUN.iterdir() if p.is_dir() and p.name != "__pycache__")
+    assert rooms == sorted(ROOMS)
+    for room in rooms:
+        doc = ast.get_docstring(ast.parse((RUN / room / "__init__.py").read_text()))
+        assert doc and "\n\n" not in doc.strip(), f"steprl/run/{room}/__init__.py: expected a one-paragraph docstring"
+
+
+def test_no_folder_under_run_holds_more_than_12_modules():
+    folders = [RUN, *(p for p in RUN.rglob("*") if p.is_dir() and p.name != "__pycache__")]
+    crowded = {str(f.relative_to(ROOT)): n for f in folders if (n := len(list(f.glob("*.py")))) > MAX_ROOM_FILES}
+    assert crowded == {}
+
+
+def test_rooms_import_downwards_only():
+    against = sorted(f"{a} -> {b}" for a, targets in GRAPH.items() if (src := _room(a))
+                     for b in targets if (dst := _room(b)) and dst != src and dst not in ROOMS[src])
+    assert against == []
+
+
 def test_stage_mapping_matches_the_config_names():
     from steprl.config import STAGES as CONFIG_STAGES
     from steprl.stages import STAGES

@@ -22,7 +22,7 @@ from steprl.learners.kl import (
     use_full_vocab,
 )
 from steprl.learners.trainer import DistillMethod, DistillMode, distill_trainer, rl_trainer
-from steprl.run.state_io import flatten_state, unflatten_state
+from steprl.run.files.state_io import flatten_state, unflatten_state
 
 VOCAB = 16
 

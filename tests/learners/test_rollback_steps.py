@@ -15,7 +15,7 @@ import torch
 
 from steprl.learners.config import LearnerConfig
 from steprl.learners.trainer import rl_trainer
-from steprl.run.state_io import flatten_state, unflatten_state
+from steprl.run.files.state_io import flatten_state, unflatten_state
 
 
 def _params(model):

@@ -114,8 +114,8 @@ def test_positions_past_max_position_embeddings_extend_the_rotary_table():
 @pytest.mark.parametrize("flag", [True, False])
 def test_rollout_fast_forward_config_reaches_the_workers(tmp_path, flag):
     from steprl.config import load_config
-    from steprl.run.metrics import MetricsLogger
-    from steprl.run.state import RunState
+    from steprl.run.loop.state import RunState
+    from steprl.run.reporting.metrics import MetricsLogger
 
     cfg = load_config("smoke", [f"run.root={tmp_path}", f"rollout.fast_forward={str(flag).lower()}"])
     pol = build_policy(cfg.model, cfg.tokenizer, 0)

@@ -11,7 +11,7 @@ import torch
 
 from steprl.rollout.backends.hf import GenerationBatch
 from steprl.rollout.sampler import SamplingParams, filtered_logprobs
-from steprl.run.kernels import PINNED_KEYS
+from steprl.run.machine.kernels import PINNED_KEYS
 
 VOWELS = list("aeiou")
 

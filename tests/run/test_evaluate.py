@@ -8,11 +8,11 @@ import torch
 
 from steprl.agents.policy import build_policy
 from steprl.config import load_config
-from steprl.run import state as state_module
-from steprl.run.evaluate import HeldOut
-from steprl.run.metrics import MetricsLogger
-from steprl.run.run_dir import read_summary, write_summary
-from steprl.run.state import RunState
+from steprl.run.files.run_dir import read_summary, write_summary
+from steprl.run.loop import state as state_module
+from steprl.run.loop.evaluate import HeldOut
+from steprl.run.loop.state import RunState
+from steprl.run.reporting.metrics import MetricsLogger
 
 
 def test_micro_batch_is_the_configured_size_when_it_divides_else_the_gcd():

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from steprl.cpu import cpu_flags, cpu_vendor
-from steprl.run import kernels
-from steprl.run.fingerprint import compare, cpu_model
+from steprl.run.machine import kernels
+from steprl.run.machine.fingerprint import compare, cpu_model
 
 # The portable run of RUN_ARGS, per machine class: sha256 of its final checkpoint's learner.safetensors (weights,
 # AdamW state, guard state) and model/model.safetensors (the weights). Portable mode pins ATen AVX2, MKL CBWR=AVX2,
@@ -112,7 +112,7 @@ def test_shell_values_do_not_leak_into_portable(runs):
 
 def test_native_leaves_shell_values_and_portable_overrides_them():
     code = (
-        "import os, sys; from steprl.run import kernels; kernels.ensure(sys.argv[1], 3, []);"
+        "import os, sys; from steprl.run.machine import kernels; kernels.ensure(sys.argv[1], 3, []);"
         "print(os.environ.get('ATEN_CPU_CAPABILITY'), os.environ.get('MKL_CBWR'), "
         "os.environ.get('OMP_NUM_THREADS'), 'torch' in sys.modules)"
     )
@@ -138,7 +138,7 @@ def test_bad_mode_is_a_config_error():
 
 def test_mode_from_argv_reads_config_without_torch(tmp_path):
     code = (
-        "import sys; from steprl.run.kernels import mode_from_argv;"
+        "import sys; from steprl.run.machine.kernels import mode_from_argv;"
         "print(mode_from_argv(['train', 'smoke', 'run.kernels=portable', 'run.threads=3']), 'torch' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout.strip()
@@ -226,7 +226,7 @@ def test_library_run_refuses_unpinned_torch(tmp_path):
     pin() before torch makes the same call run portable."""
     code = (
         "import sys; from pathlib import Path\n"
-        "if sys.argv[1] == 'pin':\n    from steprl.run import kernels; kernels.pin(2)\n"
+        "if sys.argv[1] == 'pin':\n    from steprl.run.machine import kernels; kernels.pin(2)\n"
         "import torch; torch.zeros(2).sum()\n"
         "from steprl.config import load_config; from steprl.errors import SteprlError\n"
         "from steprl.pipeline import train\n"

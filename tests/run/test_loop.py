@@ -7,8 +7,8 @@ import pytest
 from steprl.errors import Interrupted
 from steprl.rollout.store import read_step, steps_digest
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
-from steprl.run.loop import Loop, run_steps
-from steprl.run.metrics import MetricsLogger, read_metrics
+from steprl.run.loop.loop import Loop, run_steps
+from steprl.run.reporting.metrics import MetricsLogger, read_metrics
 
 
 def _traj(step: int, index: int, version: int) -> Trajectory:

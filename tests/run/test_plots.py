@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from steprl.run.plots import CHARTS, Series, draw, write_pngs
+from steprl.run.reporting.plots import CHARTS, Series, draw, write_pngs
 
 ROWS = [{"step": s, "stage": "rl", "reward_mean": 0.1 * s, "success_rate": 0.1 * s, "kl": 0.01, "entropy": 2.0,
          "logprob_gap": 1e-7, "grad_norm": 1.0 + s, "guard/spike_grad": float(s == 2), "tokens_per_s": 900.0,

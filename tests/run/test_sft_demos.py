@@ -6,9 +6,9 @@ import torch
 
 from steprl.agents.policy import build_policy
 from steprl.config import load_config, to_dict
-from steprl.run import sft
-from steprl.run.metrics import MetricsLogger
-from steprl.run.state import RunState
+from steprl.run.loop import sft
+from steprl.run.loop.state import RunState
+from steprl.run.reporting.metrics import MetricsLogger
 
 
 def test_student_cycles_through_the_teachers_batches(tmp_path, monkeypatch):

@@ -10,10 +10,10 @@ import pytest
 from steprl.config import load_config
 from steprl.errors import ConfigError
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
-from steprl.run.episodes import best_median_worst, episode_row, sample_indices, sampled_rows
-from steprl.run.metrics import EpisodeSampling, MetricsLogger
-from steprl.run.trackers import EvalPoint, check_installed
-from steprl.run.trackers import registry as registry_module
+from steprl.run.reporting.episodes import best_median_worst, episode_row, sample_indices, sampled_rows
+from steprl.run.reporting.metrics import EpisodeSampling, MetricsLogger
+from steprl.run.reporting.trackers import EvalPoint, check_installed
+from steprl.run.reporting.trackers import registry as registry_module
 
 
 class Recorder:

@@ -11,9 +11,9 @@ import torch
 
 from steprl.agents.policy import build_policy, save_policy
 from steprl.config import load_config
-from steprl.run import sft
-from steprl.run.metrics import MetricsLogger
-from steprl.run.state import RunState
+from steprl.run.loop import sft
+from steprl.run.loop.state import RunState
+from steprl.run.reporting.metrics import MetricsLogger
 
 WARMUP = ["warmup.steps=2", "warmup.batch_size=2", "warmup.cache=true"]
 
@@ -88,7 +88,7 @@ def test_an_entry_with_config_json_but_no_weights_is_rebuilt_not_loaded(tmp_path
     entry, trained = _fresh_entry(tmp_path)
     (entry / "model" / "model.safetensors").unlink()
     assert (entry / "model" / "config.json").is_file()
-    with caplog.at_level(logging.WARNING, logger="steprl.run.sft"):
+    with caplog.at_level(logging.WARNING, logger="steprl.run.loop.sft"):
         losses, cached_from, weights = _warm_up_again(tmp_path)
     assert cached_from is None and len(losses) == 2  # trained afresh ...
     assert _same(weights, trained)                   # ... to the same bits
@@ -104,7 +104,7 @@ def test_a_tampered_weights_file_is_not_loaded(tmp_path, caplog):
     data = bytearray(weights_file.read_bytes())
     data[-1] ^= 0x01  # one bit of the last float: still a loadable safetensors file, other weights
     weights_file.write_bytes(bytes(data))
-    with caplog.at_level(logging.WARNING, logger="steprl.run.sft"):
+    with caplog.at_level(logging.WARNING, logger="steprl.run.loop.sft"):
         losses, cached_from, weights = _warm_up_again(tmp_path)
     assert cached_from is None and len(losses) == 2
     assert _same(weights, trained)

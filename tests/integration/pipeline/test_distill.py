@@ -12,7 +12,7 @@ from steprl.agents.tokenizer import build_char_tokenizer
 from steprl.cli import main
 from steprl.config import load_config
 from steprl.rollout.plan import HALF, plan_distill, plan_eval, plan_step
-from steprl.run.metrics import read_metrics
+from steprl.run.reporting.metrics import read_metrics
 from steprl.stages.distill import picks_on_policy
 from steprl.stages.distill import run_standalone as distill_from_config
 
@@ -175,10 +175,10 @@ def test_student_warmup_brings_the_student_closer_to_the_teacher_before_distilli
 
 
 def test_student_pools_start_after_the_student_warm_up(tmp_path, teacher_run, monkeypatch):
-    """Rollout workers started during a warm-up steal CPU from its OpenMP threads (run/pools.py LazyPool):
+    """Rollout workers started during a warm-up steal CPU from its OpenMP threads (run/loop/pools.py LazyPool):
     a fresh distillation builds the student's and the teacher's pools only once the student has warmed up."""
-    import steprl.run.pools as pools
-    import steprl.run.state as state
+    import steprl.run.loop.pools as pools
+    import steprl.run.loop.state as state
     import steprl.stages.distill as distill
 
     events: list[str] = []

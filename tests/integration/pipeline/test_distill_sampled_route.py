@@ -10,7 +10,7 @@ import pytest
 
 from steprl.agents.policy import build_policy
 from steprl.learners.trainer import DistillMode
-from steprl.run.trainers import sampling_filter
+from steprl.run.learning.trainers import sampling_filter
 from steprl.stages.distill import build_student, make_trainer
 
 SAMPLED = ["distill.full_vocab_max=8", "distill.method=on_policy", "rollout.sampling.top_k=5",

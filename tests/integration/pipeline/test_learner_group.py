@@ -14,9 +14,9 @@ import torch
 from steprl.agents.policy import build_policy
 from steprl.pipeline import resume, train
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
-from steprl.run.learner import make_learner
-from steprl.run.learner_group import LearnerGroup, LearnerRankError
-from steprl.run.run_dir import open_run_dir
+from steprl.run.files.run_dir import open_run_dir
+from steprl.run.learning.learner import make_learner
+from steprl.run.learning.learner_group import LearnerGroup, LearnerRankError
 
 pytestmark = pytest.mark.slow
 LEARN = ["learner.micro_batch=2", "learner.threads_per_rank=1", "learner.cpus_per_rank=0.5", "learner.lr=3e-3",

@@ -75,7 +75,7 @@ def test_wandb_offline_one_run_id_each_step_once_tables_and_held_out_points(resu
 def test_mlflow_local_store_one_run_each_step_once_params_and_episode_tables(resumed_run):
     from mlflow import MlflowClient
 
-    from steprl.run.trackers.mlflow_tracker import local_uri
+    from steprl.run.reporting.trackers.mlflow_tracker import local_uri
 
     run, _ = resumed_run
     client = MlflowClient(tracking_uri=local_uri(run))

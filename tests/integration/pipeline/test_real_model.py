@@ -13,7 +13,7 @@ from digests import tree_digest
 
 from steprl.config import load_config
 from steprl.pipeline import resume, train
-from steprl.run.run_dir import open_run_dir
+from steprl.run.files.run_dir import open_run_dir
 
 pytestmark = pytest.mark.slow
 SHORT = ["warmup.steps=2", "warmup.batch_size=2", "warmup.length_buckets=1", "warmup.cache=true",

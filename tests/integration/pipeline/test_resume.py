@@ -8,8 +8,8 @@ from digests import tree_digest
 
 from steprl.errors import SteprlError
 from steprl.pipeline import resume, train
-from steprl.run.checkpoint import latest_good, verify
-from steprl.run.run_dir import open_run_dir
+from steprl.run.files.checkpoint import latest_good, verify
+from steprl.run.files.run_dir import open_run_dir
 
 
 def test_resume_at_step_boundary_is_bitwise_identical(smoke):
@@ -57,7 +57,7 @@ def test_a_checkpoint_of_a_stage_marks_every_earlier_stage_done():
     resumes from an RL checkpoint (found by bench/chaos.py: the warm-up re-ran and re-logged its rows)."""
     from steprl.config import load_config
     from steprl.pipeline import completed_stages
-    from steprl.run.checkpoint import Checkpoint
+    from steprl.run.files.checkpoint import Checkpoint
 
     cfg = load_config("smoke", ["rl.steps=10"])
     rl_ck = Checkpoint(path=Path("x"), step=6, state={"stage": "rl", "step": 6})

@@ -16,7 +16,7 @@ from digests import tree_digest
 from steprl.cli import resume as resume_cli
 from steprl.errors import ConfigError
 from steprl.pipeline import train
-from steprl.run.run_dir import open_run_dir
+from steprl.run.files.run_dir import open_run_dir
 
 LINEAR = ("learner.schedule=linear", "rl.checkpoint_every=1", "stages=[rl]")
 

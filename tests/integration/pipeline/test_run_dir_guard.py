@@ -8,8 +8,8 @@ import sys
 import pytest
 
 from steprl.cli import main
-from steprl.run.lock import LOCK_NAME, RunLock, RunLocked
-from steprl.run.metrics import MetricsLogger, read_metrics
+from steprl.run.files.lock import LOCK_NAME, RunLock, RunLocked
+from steprl.run.reporting.metrics import MetricsLogger, read_metrics
 
 
 def _fake_run(tmp_path):
@@ -36,7 +36,7 @@ def _teacher(tmp_path):
 
 def test_resume_and_distill_are_refused_while_another_writer_holds_the_run(tmp_path, capsys):
     d, teacher = _fake_run(tmp_path), _teacher(tmp_path)
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom steprl.run.lock import RunLock\n"
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom steprl.run.files.lock import RunLock\n"
                                f"RunLock(__import__('pathlib').Path({str(d)!r}), 'train').acquire()\n"
                                "print('held', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
     try:

@@ -29,7 +29,7 @@ def test_cached_warmup_is_bitwise_the_fresh_one_and_keys_on_threads(smoke):
 def test_demo_memo_serves_a_second_warmup_the_same_batches_without_rebuilding():
     from steprl.agents.policy import build_policy
     from steprl.config import load_config
-    from steprl.run.demos import DemoMemo, demo_batches
+    from steprl.run.loop.demos import DemoMemo, demo_batches
 
     cfg = load_config("smoke")
     tf = build_policy(cfg.model, cfg.tokenizer, 0).turn_format

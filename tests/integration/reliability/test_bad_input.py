@@ -120,7 +120,7 @@ def checkpoint(tmp_path_factory):
     """A real verified checkpoint of a smoke-sized random policy (checkpoints/step_000000)."""
     from steprl.agents.policy import build_policy, save_policy
     from steprl.config import load_config
-    from steprl.run.checkpoint import save_checkpoint, verify
+    from steprl.run.files.checkpoint import save_checkpoint, verify
 
     cfg = load_config("smoke")
     policy = build_policy(cfg.model, cfg.tokenizer, 0)

@@ -19,12 +19,12 @@ from digests import tree_digest
 from relhelp import snapshot_tree
 
 import steprl.rollout.store
-import steprl.run.checkpoint
-import steprl.run.metrics
+import steprl.run.files.checkpoint
+import steprl.run.reporting.metrics
 from steprl.errors import SteprlError
 from steprl.pipeline import resume, train
 from steprl.rollout.store import RecordWriteError
-from steprl.run.run_dir import open_run_dir
+from steprl.run.files.run_dir import open_run_dir
 
 RUN = ["rl.steps=4", "rl.checkpoint_every=2", "warmup.cache=true", "eval.episodes=4", "eval.micro_batch=4"]
 
@@ -92,7 +92,7 @@ def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(
 
     if target == "metrics":
         monkeypatch.setattr(
-            steprl.run.metrics,
+            steprl.run.reporting.metrics,
             "open",
             _full_disk_open(
                 lambda p, m: (
@@ -104,14 +104,14 @@ def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(
             ),
             raising=False,
         )
-        err_type, needle = steprl.run.metrics.MetricsError, "metrics.jsonl"
+        err_type, needle = steprl.run.reporting.metrics.MetricsError, "metrics.jsonl"
     elif target == "rollouts":
         monkeypatch.setattr(
             steprl.rollout.store, "open", _full_disk_open(lambda p, m: "step_000003" in p, before), raising=False
         )
         err_type, needle = RecordWriteError, "step_000003.jsonl.gz"
     else:
-        real = steprl.run.checkpoint.save_state
+        real = steprl.run.files.checkpoint.save_state
 
         def failing_save_state(state, directory, stem):
             if "step_000004" in str(directory):
@@ -119,8 +119,8 @@ def test_disk_full_is_a_clear_error_keeps_the_previous_checkpoint_and_resumes(
                 raise _enospc()
             return real(state, directory, stem)
 
-        monkeypatch.setattr(steprl.run.checkpoint, "save_state", failing_save_state)
-        err_type, needle = steprl.run.checkpoint.CheckpointError, "checkpoint step_000004"
+        monkeypatch.setattr(steprl.run.files.checkpoint, "save_state", failing_save_state)
+        err_type, needle = steprl.run.files.checkpoint.CheckpointError, "checkpoint step_000004"
     with pytest.raises(err_type) as e:
         train(cfg)
     msg = str(e.value)

@@ -19,8 +19,8 @@ from digests import tree_digest
 from relhelp import cli
 
 from steprl.pipeline import resume, train
-from steprl.run.checkpoint import latest_good
-from steprl.run.run_dir import open_run_dir
+from steprl.run.files.checkpoint import latest_good
+from steprl.run.files.run_dir import open_run_dir
 
 pytestmark = pytest.mark.slow
 RUN = ["rl.steps=6", "rl.checkpoint_every=2", "rollout.groups=4", "rollout.micro_batch=8", "warmup.cache=true",
@@ -29,7 +29,7 @@ RUN = ["rl.steps=6", "rl.checkpoint_every=2", "rollout.groups=4", "rollout.micro
 # Runs `steprl train` with a hook that signals this very process while checkpoint step_{STEP} is being written.
 HOOKED = """
 import os, signal, sys
-import steprl.run.checkpoint as c
+import steprl.run.files.checkpoint as c
 sig, step, where = getattr(signal, sys.argv[1]), sys.argv[2], sys.argv[3]
 real = {"save_state": c.save_state, "_fsync_tree": c._fsync_tree}
 fired = []

@@ -17,7 +17,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from steprl.run.checkpoint import MANIFEST, sha256_file, verify
+from steprl.run.files.checkpoint import MANIFEST, sha256_file, verify
 
 TRAIN = ["rl.steps=4", "rl.checkpoint_every=2", "learner.entropy_coef=0.05"]
 

@@ -24,7 +24,7 @@ from steprl.learners.trainer import Trainer
 from steprl.pipeline import resume, train
 from steprl.rollout.plan import rollout_version
 from steprl.rollout.store import read_step
-from steprl.run.run_dir import open_run_dir
+from steprl.run.files.run_dir import open_run_dir
 
 # an entropy bonus makes every step change the weights even while all rewards are equal (untrained policy)
 PIPE = ["rollout.staleness=1", "rl.steps=4", "rl.checkpoint_every=1", "learner.entropy_coef=0.01"]
