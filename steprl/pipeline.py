@@ -103,6 +103,15 @@ def completed_stages(cfg: Config, summary: dict[str, Any], checkpoint: Checkpoin
     return done
 
 
+def _plot_what_was_logged(run: RunState) -> None:
+    """Plots of a run that stopped on an error, so its steps so far can be looked at; a failure to draw them is
+    a warning, never a replacement for the error that stopped the run."""
+    try:
+        run.metrics.plot()
+    except Exception as e:  # any drawing failure: the run's own error is the one to report
+        log.warning("could not draw the plots of %s after the error (%s)", run.dir, e)
+
+
 def _run_stages(run: RunState) -> dict[str, Any]:
     """Run the stages not yet complete, with Ctrl-C and SIGTERM turned into a clean stop."""
     done = completed_stages(run.cfg, run.summary, run.resume_from)
@@ -117,6 +126,7 @@ def _run_stages(run: RunState) -> dict[str, Any]:
 
     for sig in previous:
         signal.signal(sig, on_sigint)
+    plotted = False
     try:
         for name in run.cfg.stages:
             if name in done:
@@ -129,14 +139,18 @@ def _run_stages(run: RunState) -> dict[str, Any]:
             run.summary["completed"] = sorted(done | {name}, key=run.cfg.stages.index)
             done.add(name)
             write_summary(run.dir, run.summary)
+            run.metrics.plot_if_due()
         run.summary["wall_s"] = round(time.perf_counter() - run.t_start, 2)
         run.summary["driver_peak_rss_gb"] = peak_rss_gb()
         write_summary(run.dir, run.summary)
-        run.metrics.plot()  # again: the held-out points measured after the last checkpoint
+        run.metrics.plot()  # the held-out points measured after the last checkpoint included
+        plotted = True
         return run.summary
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        if not plotted:
+            _plot_what_was_logged(run)
         run.metrics.close()
         if run.pool is not None:
             run.pool.close()

@@ -207,7 +207,7 @@ class DistillSteps:
             {"stage": "distill", "version": next_step, "held_out": self.info, "teacher_fingerprint": self.fingerprint},
         )
         prune(self.distill_dir / "checkpoints", cfg.rl.keep_last, cfg.rl.keep_every)
-        self.metrics.plot()
+        self.metrics.plot_if_due()
 
 
 def _checkpoint_to_resume(distill_dir: Path, fingerprint: str, metrics: MetricsLogger) -> Checkpoint | None:

@@ -57,11 +57,11 @@ class RunState:
         return self.pool
 
     def checkpoint(self, step: int, stage: str, learner_state: Any, extra: dict[str, Any] | None = None) -> Path:
-        """Atomic checkpoint of the policy + learner state, then prune, redraw plots, update summary.json."""
+        """Atomic checkpoint of the policy + learner state, then prune, redraw plots if due, update summary.json."""
         path = save_checkpoint(self.ckpt_dir, step, lambda d: save_policy(self.policy, d), learner_state,
                                {"stage": stage, **(extra or {})})
         prune(self.ckpt_dir, self.cfg.rl.keep_last, self.cfg.rl.keep_every, protect=(0,))
-        self.metrics.plot()
+        self.metrics.plot_if_due()
         self.summary["final_checkpoint"] = str(path)
         write_summary(self.dir, self.summary)
         return path
