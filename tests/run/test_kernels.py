@@ -50,8 +50,9 @@ def _env(extra: dict[str, str]) -> dict[str, str]:
     return env | extra
 
 
-def _train(root: Path, name: str, mode: str, extra_env: dict[str, str], torch_first: bool = False) -> tuple[dict, dict]:
-    """Run the CLI in a fresh process; ({file: sha256} of the final checkpoint's CHECKED_FILES, machine.json)."""
+def _start(root: Path, name: str, mode: str, extra_env: dict[str, str], torch_first: bool = False) -> subprocess.Popen:
+    """The CLI training `name` in a fresh process (started, not awaited: the four runs overlap, their bits do not
+    depend on it since each pins its own thread count, and most of each is single-threaded imports)."""
     argv = [*RUN_ARGS, f"run.kernels={mode}", f"run.root={root}", f"run.name={name}"]
     if torch_first:  # torch already loaded with the foreign settings: the CLI must re-exec itself
         code = (f"import sys, torch; torch.zeros(2).sum(); sys.argv = ['steprl', *{argv!r}]; "
@@ -59,8 +60,14 @@ def _train(root: Path, name: str, mode: str, extra_env: dict[str, str], torch_fi
         cmd = [sys.executable, "-c", code]
     else:
         cmd = [sys.executable, "-m", "steprl.cli", *argv]
-    subprocess.run(cmd, check=True, cwd=root, env=_env(extra_env), capture_output=True, text=True, timeout=300)
-    run = root / name
+    return subprocess.Popen(cmd, cwd=root, env=_env(extra_env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+
+
+def _finish(proc: subprocess.Popen, run: Path) -> tuple[dict, dict]:
+    """({file: sha256} of the final checkpoint's CHECKED_FILES, machine.json) of a run started by _start."""
+    out, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, f"{proc.args} exited {proc.returncode}:\n{out[-3000:]}"
     final = run / "checkpoints" / "step_000001"
     digest = {f: hashlib.sha256((final / f).read_bytes()).hexdigest() for f in CHECKED_FILES}
     return digest, json.loads((run / "machine.json").read_text())
@@ -69,12 +76,13 @@ def _train(root: Path, name: str, mode: str, extra_env: dict[str, str], torch_fi
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("kernels")
-    return {
-        "portable": _train(root, "p", "portable", {}),
-        "portable_foreign": _train(root, "pf", "portable", FOREIGN, torch_first=True),
-        "native": _train(root, "n", "native", {}),
-        "native_foreign": _train(root, "nf", "native", {"ATEN_CPU_CAPABILITY": "default"}),
+    started = {
+        "portable": ("p", _start(root, "p", "portable", {})),
+        "portable_foreign": ("pf", _start(root, "pf", "portable", FOREIGN, torch_first=True)),
+        "native": ("n", _start(root, "n", "native", {})),
+        "native_foreign": ("nf", _start(root, "nf", "native", {"ATEN_CPU_CAPABILITY": "default"})),
     }
+    return {key: _finish(proc, root / name) for key, (name, proc) in started.items()}
 
 
 @needs_avx2
@@ -236,13 +244,13 @@ def test_library_run_refuses_unpinned_torch(tmp_path):
         "print(Path(sys.argv[2], 'r').exists())\n"
     )
     env = _env({})
-    out = subprocess.run([sys.executable, "-c", code, "plain", str(tmp_path / "a")], env=env, check=True,
-                         capture_output=True, text=True, timeout=300).stdout
-    assert "refused:" in out and "kernels.pin()" in out and "run.kernels=native" in out
+    plain, pinned = (subprocess.Popen([sys.executable, "-c", code, how, str(tmp_path / d)], env=env, text=True,
+                                      stdout=subprocess.PIPE) for how, d in (("plain", "a"), ("pin", "b")))
+    out = plain.communicate(timeout=300)[0]
+    assert plain.returncode == 0 and "refused:" in out and "kernels.pin()" in out and "run.kernels=native" in out
     assert out.strip().endswith("False")  # no run directory left behind
-    out = subprocess.run([sys.executable, "-c", code, "pin", str(tmp_path / "b")], env=env, check=True,
-                         capture_output=True, text=True, timeout=300).stdout
-    assert "trained AVX2" in out and out.strip().endswith("True")
+    out = pinned.communicate(timeout=300)[0]
+    assert pinned.returncode == 0 and "trained AVX2" in out and out.strip().endswith("True")
 
 
 def test_compare_portable_ignores_thread_variables_but_not_isa_ones():
