@@ -41,3 +41,25 @@ def test_guard_events_draw_only_the_events_that_fired_and_bytes_are_in_megabytes
     written = write_pngs(ROWS, EVALS, tmp_path / "plots")
     assert sorted(p.name for p in written) == sorted(c.file for c in CHARTS)
     assert all(p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" for p in written)
+
+
+def test_checkpoints_redraw_the_plots_only_once_due_and_the_end_always(tmp_path, monkeypatch):
+    """plot_if_due (at checkpoints) draws nothing before PLOT_EVERY_S have passed since the last drawing and
+    draws once they have; plot() (the end of a run) always draws and restarts the interval."""
+    import json
+
+    from steprl.run.reporting import metrics as metrics_mod
+
+    now = [1000.0]
+    monkeypatch.setattr(metrics_mod.time, "monotonic", lambda: now[0])
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    logger = metrics_mod.MetricsLogger(tmp_path)
+    assert logger.plot_if_due() == [] and not (tmp_path / "plots").exists()
+    now[0] += metrics_mod.PLOT_EVERY_S
+    drawn = logger.plot_if_due()
+    assert sorted(p.name for p in drawn) == sorted(c.file for c in CHARTS) and all(p.is_file() for p in drawn)
+    now[0] += metrics_mod.PLOT_EVERY_S / 2
+    assert logger.plot_if_due() == []
+    assert len(logger.plot()) == len(CHARTS)
+    now[0] += metrics_mod.PLOT_EVERY_S * 0.9
+    assert logger.plot_if_due() == []
