@@ -63,3 +63,20 @@ def test_checkpoints_redraw_the_plots_only_once_due_and_the_end_always(tmp_path,
     assert len(logger.plot()) == len(CHARTS)
     now[0] += metrics_mod.PLOT_EVERY_S * 0.9
     assert logger.plot_if_due() == []
+
+
+def test_a_run_stopped_by_an_error_still_draws_its_plots(tmp_path, monkeypatch):
+    """The warm-up's rows are drawn when the next stage fails, and the stage's own error is what the caller gets."""
+    import pytest
+
+    from steprl import pipeline
+    from steprl.config import load_config
+
+    def broken_rl(run):
+        raise RuntimeError("planted failure in rl")
+
+    monkeypatch.setitem(pipeline.STAGES, "rl", broken_rl)
+    cfg = load_config("smoke", [f"run.root={tmp_path}", "run.name=e", "stages=[warmup,rl]", "warmup.steps=2"])
+    with pytest.raises(RuntimeError, match="planted failure in rl"):
+        pipeline.train(cfg)
+    assert sorted(p.name for p in (tmp_path / "e" / "plots").glob("*.png")) == sorted(c.file for c in CHARTS)
