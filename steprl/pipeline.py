@@ -126,7 +126,6 @@ def _run_stages(run: RunState) -> dict[str, Any]:
 
     for sig in previous:
         signal.signal(sig, on_sigint)
-    plotted = False
     try:
         for name in run.cfg.stages:
             if name in done:
@@ -144,13 +143,13 @@ def _run_stages(run: RunState) -> dict[str, Any]:
         run.summary["driver_peak_rss_gb"] = peak_rss_gb()
         write_summary(run.dir, run.summary)
         run.metrics.plot()  # the held-out points measured after the last checkpoint included
-        plotted = True
         return run.summary
+    except BaseException:
+        _plot_what_was_logged(run)
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if not plotted:
-            _plot_what_was_logged(run)
         run.metrics.close()
         if run.pool is not None:
             run.pool.close()

@@ -1,10 +1,10 @@
 """Per-step metrics: one JSON line per step in metrics.jsonl, held-out points in evals.jsonl, the trackers of
 `run.loggers` (steprl/run/reporting/trackers/) fed the same rows, and the PNG plots (steprl/run/reporting/plots.py).
 
-Plots are regenerated from metrics.jsonl and evals.jsonl at the end of every stage and of the run, and at a
-checkpoint when PLOT_EVERY_S have passed since the last drawing: drawing four PNGs costs ~2 s on 2 cores, which
-at every checkpoint was most of a short run's time (80% of the smoke preset's), while a long run still sees its
-plots refreshed about once a minute.
+Plots are regenerated from metrics.jsonl and evals.jsonl at the end of the run (or when it stops on an error),
+and at a checkpoint or the end of a stage when PLOT_EVERY_S have passed since the last drawing: drawing four PNGs
+costs ~2 s on 2 cores, which at every checkpoint was most of a short run's time (80% of the smoke preset's), while
+a long run still sees its plots refreshed about once a minute.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from steprl.run.reporting.trackers.base import EvalPoint, Tracker, numeric
 log = logging.getLogger(__name__)
 
 PLOT_EVERY_S = 60.0
-"""Seconds between plot redraws at checkpoints (the end of a stage or run always redraws)."""
+"""Seconds between plot redraws at checkpoints and stage ends (the end of a run always redraws)."""
 
 EVALS = "evals.jsonl"
 """Held-out evaluations of a run directory, one JSON line each (an EvalPoint)."""
@@ -139,7 +139,7 @@ class MetricsLogger:
         return write_pngs(read_metrics(self.path), read_evals(self.evals_path), self.plot_dir)
 
     def plot_if_due(self) -> list[Path]:
-        """Redraw the plots if PLOT_EVERY_S have passed since the last drawing (at checkpoints); the files
+        """Redraw the plots if PLOT_EVERY_S have passed since the last drawing (checkpoints, stage ends); the files
         written, none when not due. Plots are views of metrics.jsonl, not run data: when they refresh does not
         touch determinism."""
         if time.monotonic() - self._plotted_at < PLOT_EVERY_S:
