@@ -20,6 +20,8 @@ from collections.abc import Iterable
 
 import torch
 
+from .trainable import trainable_state
+
 log = logging.getLogger(__name__)
 
 
@@ -152,8 +154,9 @@ class RollbackGuard:
 
     @staticmethod
     def _copy(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
-        """Detached copies of the model's and the optimizer's state dicts."""
-        return {"model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        """Detached copies of the optimizer's state dict and of what training changes in the model (its whole
+        state dict, or a LoRA model's adapter alone: `trainable_state`)."""
+        return {"model": {k: v.clone() for k, v in trainable_state(model).items()},
                 "optimizer": copy.deepcopy(optimizer.state_dict())}
 
     def start(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
@@ -191,8 +194,9 @@ class RollbackGuard:
         target = self.older if self.older is not None else self.newer
         back = self.since + (self.steps if self.older is not None else 0)
         with torch.no_grad():
-            for k, v in model.state_dict().items():
-                v.copy_(target["model"][k])
+            own = model.state_dict()
+            for k, v in target["model"].items():
+                own[k].copy_(v)
         optimizer.load_state_dict(copy.deepcopy(target["optimizer"]))
         self.newer, self.older, self.since = target, None, 0  # never mutated in place: sharing is safe
         self.rollbacks += 1

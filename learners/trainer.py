@@ -34,11 +34,12 @@ from .kl_objectives import DistillMethod, DistillMode, DistillRouteError, ExactK
 from .policy_gradient import PolicyGradient
 from .reduce import Communicator
 from .sft import MIN_LR_RATIO, SFTObjective
+from .trainable import trainable_state
 
 log = logging.getLogger(__name__)
 
 __all__ = ["DistillMethod", "DistillMode", "DistillRouteError", "Objective", "Trainer", "copy_weights",
-           "distill_trainer", "rl_trainer", "sft_trainer"]
+           "distill_trainer", "rl_trainer", "sft_trainer", "trainable_state"]
 
 
 class Objective(Protocol):
@@ -98,8 +99,8 @@ class Trainer:
         return losses
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """Detached CPU copies of the model's state dict, for a rollout pool."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        """Detached CPU copies of what training changes (`trainable_state`), for a rollout pool and checkpoints."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in trainable_state(self.model).items()}
 
     def state_dict(self) -> dict:
         """Everything needed for a bit-exact resume, as tensors, numbers, lists and dicts."""
@@ -116,8 +117,9 @@ class Trainer:
 def copy_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Copy `weights` into `model`'s tensors in place, bit for bit (same shapes and dtypes, or ValueError).
 
-    A key the weights lack must be tied to one they hold (an embedding shared with the output layer): a
-    checkpoint's weights are its save_pretrained file, which stores a tied tensor once."""
+    A key the weights lack must be tied to one they hold (an embedding shared with the output layer: a
+    checkpoint's weights are its save_pretrained file, which stores a tied tensor once) or be a frozen
+    parameter (a LoRA model's base: its weights are the adapter, `trainable_state`)."""
     own = model.state_dict()
     bad = [f"{k}: {tuple(w.shape)} {w.dtype} for {tuple(own[k].shape)} {own[k].dtype}" for k, w in weights.items()
            if k in own and (w.shape != own[k].shape or w.dtype != own[k].dtype)]
@@ -131,7 +133,9 @@ def copy_weights(model: torch.nn.Module, weights: dict[str, torch.Tensor]) -> No
             if k in weights:
                 v.copy_(weights[k])
                 copied.add(v.data_ptr())
-    missing = [k for k, v in own.items() if k not in weights and v.data_ptr() not in copied]
+    frozen = {k for k, p in model.state_dict(keep_vars=True).items()
+              if isinstance(p, torch.nn.Parameter) and not p.requires_grad}
+    missing = [k for k, v in own.items() if k not in weights and v.data_ptr() not in copied and k not in frozen]
     if missing:
         raise ValueError(f"weights lack {len(missing)} of the model's tensors (e.g. {missing[0]}), tied to none "
                          f"they hold")

@@ -67,6 +67,9 @@ class WorkerSpec:
     """Where the backend computes (`cpu` or `cuda`: the run's device when the worker was given a GPU)."""
     dtype: str = "float32"
     """Compute precision of the forward (`rollout.dtype`): float32 or bfloat16; log-probs from float32 logits."""
+    lora: Any = None
+    """The policy's `LoraConfig` (agents/config.py) when it trains adapters: the worker is sent its base once
+    (`RolloutPool.set_base`) and the adapter alone at each version; None: full weights at each version."""
 
 
 class RolloutWorker:
@@ -87,6 +90,10 @@ class RolloutWorker:
         self.generator.set_weights(version, weights)
         self.version = version
         return version
+
+    def set_base(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load a LoRA policy's frozen base (before its first version); the held version, if any, is kept."""
+        self.generator.set_weights(-1 if self.version is None else self.version, weights)
 
     def _envs(self, env_id: str, n: int) -> list[Any]:
         """n env instances of env_id, created once and reused (each reset by seed per episode)."""
@@ -134,6 +141,8 @@ class RolloutPool:
         self.spec, self.cfg = spec, cfg
         self.version: int | None = None
         self._weights: Any = None
+        self._base: Any = None
+        """A LoRA policy's frozen base (`set_base`), given to every worker, replacements too."""
         self.restarts = 0
         self._pending: Future | None = None
         self.last_play_s = 0.0
@@ -156,11 +165,27 @@ class RolloutPool:
             self.workers = [self._new_actor() for _ in range(cfg.workers)]
 
     def _new_actor(self) -> Any:
-        """A fresh Ray actor (with the current weights when there are any)."""
+        """A fresh Ray actor (with the LoRA base and the current weights when there are any)."""
         actor = self._actor_cls.remote(self.spec)
+        if self._base is not None:
+            actor.set_base.remote(self._base)
         if self._weights is not None:
             actor.set_weights.remote(self.version, self._weights)
         return actor
+
+    def set_base(self, weights: dict[str, torch.Tensor]) -> None:
+        """Send a LoRA policy's frozen base to every worker, once: each version then sends the adapter alone."""
+        if self._ray is None:
+            self._base = weights
+            self.workers[0].set_base(weights)
+            return
+        self._base = self._ray.put(weights)
+        refs = [w.set_base.remote(self._base) for w in self.workers]
+        for w, ref in enumerate(refs):
+            try:
+                self._ray.get(ref)
+            except self._ray.exceptions.RayActorError:  # died while loading: its replacement is given the base
+                self._replace_worker(w)
 
     def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> None:
         """Send a policy version to every worker: one ray.put, then a reference to each actor."""

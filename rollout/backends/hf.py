@@ -25,6 +25,7 @@ from steprl.agents.device import cuda_determinism
 from steprl.agents.fast_forward import FastCausalLM
 from steprl.agents.fast_forward import supports as fast_forward_supports
 from steprl.agents.kv_cache import GrowingCache
+from steprl.agents.lora import MergedLora
 from steprl.rollout.backends.base import INACTIVE, LENGTH, STOP, TurnResult
 from steprl.rollout.sampler import SamplingParams, sample_next, token_mix
 from steprl.rollout.seeding import to_signed64
@@ -55,6 +56,9 @@ class HFGenerator:
         with torch.random.fork_rng():  # random init is overwritten by set_weights; keep global RNG untouched
             self.model = AutoModelForCausalLM.from_config(spec.model_config, dtype=torch.float32)
         self.model.to(spec.device).eval()
+        # a LoRA policy: adapters merged into the base for decoding (agents/lora.py says why merged)
+        lora = getattr(spec, "lora", None)
+        self.lora = MergedLora(self.model, lora) if lora is not None and lora.enabled else None
         # the sampler's forward: fused inference kernels when the architecture allows (same numbers, fewer kernels)
         fused = spec.fast_forward and fast_forward_supports(self.model)
         low = torch.bfloat16 if spec.dtype == "bfloat16" else torch.float32
@@ -66,8 +70,12 @@ class HFGenerator:
         self.batch: GenerationBatch | None = None
 
     def set_weights(self, version: int, weights: dict[str, torch.Tensor]) -> None:
-        """Load the state dict into the model (and re-fuse the fused forward's weights)."""
-        self.model.load_state_dict(weights)
+        """Load the state dict into the model (and re-fuse the fused forward's weights); a LoRA worker takes its
+        base, an adapter, or both, and decodes with the adapter merged."""
+        if self.lora is not None:
+            self.lora.load(weights)
+        else:
+            self.model.load_state_dict(weights)
         if isinstance(self.decoder, FastCausalLM):
             self.decoder.refresh()
 

@@ -8,6 +8,7 @@
     steprl envs [ID --demo SEED | --play SEED]
     steprl doctor [--kernels portable|native] [--set KEY=VALUE] [--out FILE]
     steprl report RUN [RUN ...] [--out FILE]
+    steprl export POLICY [--merge] [--out DIR]
 
 User mistakes (bad config, missing files, bad arguments) print one line and exit 2.
 """
@@ -22,7 +23,7 @@ import sys
 from steprl.console import warn
 from steprl.errors import Interrupted, SteprlError
 
-COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs", "doctor", "report")
+COMMANDS = ("train", "resume", "replay", "distill", "eval", "envs", "doctor", "report", "export")
 
 
 class _Parser(argparse.ArgumentParser):

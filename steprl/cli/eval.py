@@ -50,6 +50,7 @@ def run_config_for(policy: Path) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate each policy, print the table, optionally write JSON and a plot."""
+    from steprl.agents.lora import is_lora, lora_config_of
     from steprl.agents.policy import load_policy
     from steprl.envs.registry import env_id_problem
     from steprl.rollout.config import RolloutConfig, SamplingConfig
@@ -77,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
     for name, d in zip(args.policies, dirs):
         policy = load_policy(d)
         pool = RolloutPool(WorkerSpec(policy.model.config, policy.tokenizer, env_kwargs, sampling, args.threads,
-                                      backend=base.rollout.backend if base else "hf"),
+                                      backend=base.rollout.backend if base else "hf",
+                                      lora=lora_config_of(policy.model) if is_lora(policy.model) else None),
                            RolloutConfig(executor="inline", workers=1))
         try:
             res, trajs = evaluate(pool, policy.model, name, held_out)

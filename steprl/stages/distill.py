@@ -20,15 +20,18 @@ the teacher's on the same seeds) and the reverse KL student->teacher on sampled 
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from steprl.agents.chat import make_turn_format
+from steprl.agents.config import LoraConfig
 from steprl.agents.device import resolve_device
+from steprl.agents.lora import base_identity, is_lora, merged_copy
 from steprl.agents.model import count_parameters, every_kth_layer, load_model
-from steprl.agents.policy import Policy, build_model_for, load_policy, save_policy
+from steprl.agents.policy import BaseSource, Policy, build_model_for, load_policy, save_policy, with_lora
 from steprl.agents.tokenizer import load_tokenizer
 from steprl.config import Config, to_dict, to_yaml
 from steprl.errors import SteprlError
@@ -110,26 +113,35 @@ def build_student(cfg: Config, teacher: Policy) -> Policy:
     if cfg.tokenizer.path is not None:
         _same_tokenizer(tok, load_tokenizer(cfg.tokenizer.path), f"tokenizer.path {cfg.tokenizer.path}")
     scfg = cfg.distill.student
-    if cfg.distill.student_from_teacher:
-        model = every_kth_layer(teacher.model, cfg.distill.student_from_teacher)
+    source = None  # where a LoRA student's base comes from (None: cut from the teacher, saved beside its adapter)
+    if cfg.distill.student_from_teacher:  # a LoRA teacher's layers are cut with its adapter merged
+        model = every_kth_layer(merged_copy(teacher.model) if is_lora(teacher.model) else teacher.model,
+                                cfg.distill.student_from_teacher)
     elif scfg.path is not None:
         model = load_model(scfg.path)
         if any((Path(scfg.path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
             _same_tokenizer(tok, load_tokenizer(scfg.path), f"distill.student.path {scfg.path}")
+        source = BaseSource(base_identity(model), path=str(scfg.path))
     else:
-        model = build_model_for(scfg, tok, derive(cfg.run.seed, "init", 1))
+        seed = derive(cfg.run.seed, "init", 1)
+        model = build_model_for(scfg, tok, seed)
+        source = BaseSource(base_identity(model), build=asdict(replace(scfg, lora=LoraConfig())), seed=seed)
     model.to(next(teacher.model.parameters()).device)  # the student computes where the teacher does (run.device)
     if vocab_size_of(model) != vocab_size_of(teacher.model):
         raise SteprlError(f"distill: the student emits {vocab_size_of(model)} logits "
                           f"but the teacher {vocab_size_of(teacher.model)}")
-    return Policy(model, tok, make_turn_format(tok))
+    student = Policy(model, tok, make_turn_format(tok))
+    if not scfg.lora.enabled:
+        return student
+    return with_lora(student, scfg.lora, derive(cfg.run.seed, "lora", 1), source)
 
 
 def student_section(cfg: Config, teacher_fingerprint: str) -> dict[str, Any]:
     """What the student starts as, for the warm-up cache key: `distill.student`, or (student_from_teacher) which
     layers of which exact teacher weights it copies; the teacher's warm-up key alone would not tell RL apart."""
     if cfg.distill.student_from_teacher:
-        return {"from_teacher_every": cfg.distill.student_from_teacher, "teacher": teacher_fingerprint}
+        return {"from_teacher_every": cfg.distill.student_from_teacher, "teacher": teacher_fingerprint,
+                **({"lora": to_dict(cfg)["distill"]["student"]["lora"]} if cfg.distill.student.lora.enabled else {})}
     return to_dict(cfg)["distill"]["student"]
 
 

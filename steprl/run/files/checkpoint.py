@@ -1,7 +1,8 @@
 """Atomic, hashed checkpoints: written to a temporary directory, fsynced, renamed into place.
 
     checkpoints/step_000040/
-        model/            save_pretrained directory (safetensors) + tokenizer: plain transformers loads it
+        model/            save_pretrained directory (safetensors) + tokenizer: plain transformers loads it;
+                          a LoRA run's holds the adapter (peft loads it) and base.json, the base's sha256
         learner.safetensors + learner.json    optimizer, schedule, guard state (no pickle); the trainer's
                           weights are model/'s, stored once (`write_learner_state`)
         state.json        step, stage, extra pipeline state
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from steprl.agents.lora import ADAPTER_FILE, read_adapter
 from steprl.agents.model_source import sha256_of
 from steprl.errors import SteprlError
 from steprl.run.files.state_io import load_state, save_state
@@ -61,8 +63,12 @@ class Checkpoint:
 
 
 def model_weights(model_dir: Path) -> dict[str, Any]:
-    """Every tensor of a save_pretrained directory's safetensors files (tied tensors appear once)."""
+    """Every tensor of a save_pretrained directory's safetensors files (tied tensors appear once); of a LoRA
+    policy's directory, its adapter in the model's state-dict naming (what its trainer's weights are)."""
     from safetensors.torch import load_file
+
+    if (model_dir / ADAPTER_FILE).is_file():
+        return read_adapter(model_dir)
 
     weights: dict[str, Any] = {}
     for f in sorted(model_dir.glob("*.safetensors")):
@@ -222,13 +228,14 @@ def resolve_policy_dir(path: str | Path) -> Path:
         return ckpt.model_dir
     if (p / MANIFEST).is_file():
         return verify(p).model_dir
-    if (p / "config.json").is_file() and any(p.glob("*.safetensors")):
+    lora = (p / "adapter_config.json").is_file() and (p / "base.json").is_file()  # a LoRA policy (agents/policy.py)
+    if ((p / "config.json").is_file() or lora) and any(p.glob("*.safetensors")):
         for st in sorted(p.glob("*.safetensors")):
             check_safetensors(st)
         return p
     raise CheckpointError(
         f"{p}: not a checkpoint (no MANIFEST.json), run directory (no checkpoints/) or model directory (no "
-        f"config.json + safetensors)"
+        f"config.json + safetensors, nor a steprl LoRA policy's adapter_config.json + base.json + safetensors)"
     )
 
 

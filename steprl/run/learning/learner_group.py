@@ -16,9 +16,11 @@ from typing import Any
 
 import torch
 
+from steprl.agents.lora import is_lora, lora_config_of
 from steprl.agents.policy import Policy
 from steprl.config import Config
 from steprl.errors import SteprlError
+from steprl.learners.trainable import trainable_state
 from steprl.learners.trainer import copy_weights
 from steprl.rollout.ray_setup import init_ray
 from steprl.rollout.trajectory import LogitFilter, Trajectory
@@ -65,7 +67,9 @@ class LearnerGroup:
                           scheduling_strategy=(
                 PlacementGroupSchedulingStrategy(placement_group=self.pg, placement_group_bundle_index=r))).remote(
                 RankSpec(cfg, policy.model.config, weights, ref, policy.tokenizer.pad_token_id, r, self.world_size,
-                         rank_threads(cfg), logit_filter, "nccl" if cuda else "gloo"))
+                         rank_threads(cfg), logit_filter, "nccl" if cuda else "gloo",
+                         lora_config_of(policy.model) if is_lora(policy.model) else None,
+                         lora_config_of(ref_model) if ref_model is not None and is_lora(ref_model) else None))
             for r in range(self.world_size)
         ]
         addr, port = self._all(lambda a: a.rendezvous.remote(), only=[0])[0]
@@ -108,12 +112,12 @@ class LearnerGroup:
             if repr(sorted(m.items())) != repr(sorted(metrics[0].items())):  # repr: NaN equals NaN
                 raise LearnerRankError(f"learner rank {r} disagrees with rank 0 on the step's metrics (replicas "
                                        f"diverged): {m} != {metrics[0]}")
-        self.model.load_state_dict(self._all(lambda a: a.weights.remote(), only=[0])[0])
+        copy_weights(self.model, self._all(lambda a: a.weights.remote(), only=[0])[0])
         return metrics[0]
 
     def weights(self) -> dict[str, torch.Tensor]:
-        """The current weights (the driver's copy of rank 0's)."""
-        return {k: v.detach().to("cpu", copy=True) for k, v in self.model.state_dict().items()}
+        """What training changes (a LoRA policy's adapter alone), the driver's copy of rank 0's."""
+        return {k: v.detach().to("cpu", copy=True) for k, v in trainable_state(self.model).items()}
 
     def state_dict(self) -> dict:
         """Rank 0's full state: every rank holds a replica, so it resumes at any world size."""

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
+from steprl.agents.config import LoraConfig
 from steprl.agents.device import resolve_device
+from steprl.agents.lora import add_lora
 from steprl.config import Config
 from steprl.learners.reduce import TorchDistCommunicator
 from steprl.rollout.trajectory import LogitFilter, Trajectory
@@ -46,15 +48,22 @@ class RankSpec:
     """The rollout's sampling filter: the rank's log-probs are those of the distribution sampled from."""
     backend: str = "gloo"
     """torch.distributed backend: gloo on CPU, nccl when run.device is cuda (one GPU per rank)."""
+    lora: LoraConfig | None = None
+    """The policy's adapters (weights then hold its base and adapter); None: full weights."""
+    ref_lora: LoraConfig | None = None
+    """The KL reference's adapters, likewise."""
 
 
-def _model(config: Any, weights: dict[str, torch.Tensor], device: str) -> torch.nn.Module:
+def _model(config: Any, weights: dict[str, torch.Tensor], device: str, lora: LoraConfig | None = None
+           ) -> torch.nn.Module:
     """A float32 causal LM of `config` holding `weights` on `device` (random init skipped over: global RNG
-    untouched)."""
+    untouched); with `lora`, wrapped with those adapters first (`weights` then hold base and adapter)."""
     from transformers import AutoModelForCausalLM
 
     with torch.random.fork_rng():
         model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    if lora is not None:
+        model = add_lora(model, lora, seed=0)  # every tensor is replaced by `weights` below
     model.load_state_dict(weights)
     return model.to(device)
 
@@ -66,8 +75,9 @@ class LearnerRank(HoldsTrainer):
         device = resolve_device(spec.cfg.run.device, fresh=False)  # resolved by the driver; one GPU per rank on cuda
         setup_torch(spec.threads, device)
         self.spec = spec
-        self.model = _model(spec.model_config, spec.weights, device)
-        self.ref = None if spec.ref_weights is None else _model(spec.model_config, spec.ref_weights, device)
+        self.model = _model(spec.model_config, spec.weights, device, spec.lora)
+        self.ref = (None if spec.ref_weights is None
+                    else _model(spec.model_config, spec.ref_weights, device, spec.ref_lora))
         self.trainer = None
 
     def rendezvous(self) -> tuple[str, int]:

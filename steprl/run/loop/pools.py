@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from steprl.agents.lora import base_weights, is_lora, lora_config_of
 from steprl.agents.policy import Policy
 from steprl.config import Config
 from steprl.rollout.workers import RolloutPool, WorkerSpec
@@ -14,7 +15,8 @@ def worker_spec(cfg: Config, policy: Policy) -> WorkerSpec:
     """What every rollout worker of `policy` needs to build itself (picklable)."""
     return WorkerSpec(policy.model.config, policy.tokenizer, dict(cfg.env.kwargs), cfg.rollout.sampling,
                       cfg.rollout.worker_threads, cfg.rollout.fast_forward, backend=cfg.rollout.backend,
-                      device=worker_device(cfg), dtype=cfg.rollout.dtype)
+                      device=worker_device(cfg), dtype=cfg.rollout.dtype,
+                      lora=lora_config_of(policy.model) if is_lora(policy.model) else None)
 
 
 def worker_device(cfg: Config) -> str:
@@ -34,7 +36,10 @@ def make_pool(cfg: Config, policy: Policy, reserve_cpus: bool = True) -> Rollout
     rcfg = cfg.rollout
     if not reserve_cpus and rcfg.executor != "inline":
         rcfg = replace(rcfg, num_cpus_per_worker=0.0)
-    return RolloutPool(worker_spec(cfg, policy), rcfg, cfg.ray.address, cfg.ray.num_cpus, worker_env())
+    pool = RolloutPool(worker_spec(cfg, policy), rcfg, cfg.ray.address, cfg.ray.num_cpus, worker_env())
+    if is_lora(policy.model):  # the frozen base once; each policy version then sends the adapter alone
+        pool.set_base(base_weights(policy.model))
+    return pool
 
 
 class LazyPool:

@@ -99,6 +99,16 @@ def model_source_problems(cfg: Config) -> list[str]:
     return [p for p in (source_problem(spec, what) for spec, what in named) if p]
 
 
+def adapter_problems(cfg: Config) -> list[str]:
+    """LoRA settings (`model.lora`, `distill.student.lora`) the installed libraries or the models cannot take."""
+    from steprl.agents.lora import lora_problems
+
+    out = lora_problems(cfg.model, "model.lora")
+    if "distill" in cfg.stages:
+        out += lora_problems(cfg.distill.student, "distill.student.lora")
+    return out
+
+
 def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     """Raise ConfigError (one line) for the first thing this run would fail on; builds the env once."""
     from steprl.run.reporting.trackers import check_installed
@@ -112,6 +122,8 @@ def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     if bad_device:
         problems.append(bad_device)
     problems += model_source_problems(cfg)
+    if not problems:  # the model sources are readable: their layers can be listed
+        problems += adapter_problems(cfg)
     env = build_env(cfg.env.id, dict(cfg.env.kwargs))
     try:
         problems += env_problems(cfg, env)

@@ -144,7 +144,7 @@ def entry_problem(entry: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):
         return f"no readable {MANIFEST}"
     present = {k: v for k, v in file_digests(entry).items() if k != MANIFEST}
-    if not isinstance(listed, dict) or "model/config.json" not in listed:
+    if not isinstance(listed, dict) or not {"model/config.json", "model/adapter_config.json"} & set(listed):
         return f"{MANIFEST} lists no model"
     for name in sorted(set(listed) | set(present)):
         if name not in present:
