@@ -87,10 +87,16 @@ def build_policy(model_cfg: ModelConfig, tok_cfg: TokenizerConfig, seed: int) ->
     if not model_cfg.lora.enabled:
         return policy
     if model_cfg.path is not None:
-        source = BaseSource(base_identity(model), path=str(model_cfg.path))
+        source = BaseSource(base_identity(model), path=base_path(model_cfg.path))
     else:
         source = BaseSource(base_identity(model), build=asdict(replace(model_cfg, lora=LoraConfig())), seed=seed)
     return with_lora(policy, model_cfg.lora, seed, source)
+
+
+def base_path(path: str | Path) -> str:
+    """How base.json names a base's model path: absolute (a resume or `steprl eval` may run from another
+    directory), except a `pkg:` name, which is found wherever the package is installed."""
+    return str(path) if str(path).startswith("pkg:") else str(Path(path).resolve())
 
 
 def with_lora(policy: Policy, lora: LoraConfig, seed: int, source: BaseSource | None = None) -> Policy:
@@ -131,7 +137,11 @@ def load_policy(path: str | Path) -> Policy:
     if not (Path(path) / BASE_FILE).is_file():
         return Policy(load_model(path), tok, turn_format)
     source = _read_base_source(Path(path))
-    base = _rebuild_base(Path(path), source, tok)
+    try:
+        base = _rebuild_base(Path(path), source, tok)
+    except (OSError, ValueError) as e:  # the base's model path is gone or unreadable
+        raise LoraError(f"{path}: the base model this adapter was trained on cannot be loaded ({e}); restore "
+                        f"{source.path or Path(path) / BASE_DIR}") from None
     found = base_identity(base)
     if found != source.sha256:
         where = source.path or (f"built from its config, seed {source.seed}" if source.build else Path(path) / BASE_DIR)

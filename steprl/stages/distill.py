@@ -31,7 +31,15 @@ from steprl.agents.config import LoraConfig
 from steprl.agents.device import resolve_device
 from steprl.agents.lora import base_identity, is_lora, merged_copy
 from steprl.agents.model import count_parameters, every_kth_layer, load_model
-from steprl.agents.policy import BaseSource, Policy, build_model_for, load_policy, save_policy, with_lora
+from steprl.agents.policy import (
+    BaseSource,
+    Policy,
+    base_path,
+    build_model_for,
+    load_policy,
+    save_policy,
+    with_lora,
+)
 from steprl.agents.tokenizer import load_tokenizer
 from steprl.config import Config, to_dict, to_yaml
 from steprl.errors import SteprlError
@@ -121,7 +129,7 @@ def build_student(cfg: Config, teacher: Policy) -> Policy:
         model = load_model(scfg.path)
         if any((Path(scfg.path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
             _same_tokenizer(tok, load_tokenizer(scfg.path), f"distill.student.path {scfg.path}")
-        source = BaseSource(base_identity(model), path=str(scfg.path))
+        source = BaseSource(base_identity(model), path=base_path(scfg.path))
     else:
         seed = derive(cfg.run.seed, "init", 1)
         model = build_model_for(scfg, tok, seed)

@@ -86,6 +86,10 @@ def test_a_changed_base_or_an_unreadable_base_record_is_refused(tmp_path):
     (tmp_path / "pol" / "base.json").write_text(json.dumps(record))
     with pytest.raises(LoraError, match="not the one this adapter was trained on"):
         load_policy(tmp_path / "pol")
+    record.update(build=None, path=str(tmp_path / "gone"))  # a model directory since deleted
+    (tmp_path / "pol" / "base.json").write_text(json.dumps(record))
+    with pytest.raises(LoraError, match="cannot be loaded.*restore"):
+        load_policy(tmp_path / "pol")
     (tmp_path / "pol" / "base.json").write_text("{not json")
     with pytest.raises(LoraError, match="base.json: unreadable"):
         load_policy(tmp_path / "pol")
