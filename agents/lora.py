@@ -23,6 +23,7 @@ import contextlib
 import copy
 import hashlib
 import importlib.util
+import math
 import re
 import warnings
 from collections.abc import Iterator
@@ -75,11 +76,24 @@ def add_lora(model: torch.nn.Module, cfg: LoraConfig, seed: int) -> Any:
         linear = sorted({n.split(".")[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)})
         raise LoraError(f"model.lora.target_modules names {missing}, which the model does not have; its linear "
                         f"layers are {linear}")
-    with torch.random.fork_rng(devices=[]):  # peft draws A from the global RNG: seed it, restore the caller's
-        torch.manual_seed(int(seed) & ((1 << 63) - 1))
-        with _quiet_peft():
-            wrapped = peft.get_peft_model(model, config, adapter_name=ADAPTER)
+    with torch.random.fork_rng(devices=[]), _quiet_peft():  # peft's own draws are discarded: caller's RNG kept
+        wrapped = peft.get_peft_model(model, config, adapter_name=ADAPTER)
+    _draw_adapters(wrapped, seed)
     return wrapped
+
+
+@torch.no_grad()
+def _draw_adapters(model: torch.nn.Module, seed: int) -> None:
+    """Redraw every A from a local generator seeded with `seed`, in sorted name order, from the distribution peft
+    uses (kaiming-uniform with a = sqrt(5): U(-1/sqrt(fan_in), 1/sqrt(fan_in))); B stays zero. The bits then depend
+    on (model, targets, seed) alone, not on the order in which a peft version draws (as `init_weights` does for
+    the base)."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(int(seed) & ((1 << 63) - 1))
+    for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+        if ".lora_A." in name:
+            bound = 1.0 / math.sqrt(p.shape[1])
+            p.copy_((torch.rand(p.shape, generator=gen, dtype=torch.float32) * 2 - 1) * bound)
 
 
 def linear_layer_names(model_cfg: ModelConfig) -> set[str]:
@@ -175,12 +189,9 @@ def base_identity(model: torch.nn.Module) -> str:
     """sha256 over the base weights' names, shapes, dtypes and bytes, the same for a plain model and for it
     wrapped with adapters (peft's `base_model.model.` prefix and `.base_layer` dropped): names a LoRA run's
     frozen base in its checkpoints, so an adapter is only ever applied to the base it was trained on."""
-    h = hashlib.sha256()
-    for name, t in sorted(plain_base_state(model).items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}\n".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    from steprl.agents.model import hash_tensors
+
+    return hash_tensors(hashlib.sha256(), sorted(plain_base_state(model).items())).hexdigest()
 
 
 def plain_base_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -245,12 +256,12 @@ class MergedLora:
     @torch.no_grad()
     def load(self, weights: dict[str, torch.Tensor]) -> None:
         """Load base tensors and/or an adapter (`load_weights` namings), then merge the adapter into the base."""
-        for m in self.layers.values():
-            if m.merged:
-                m.unmerge()  # clears peft's merged state; the pristine copy below restores the exact bits
-        for n, m in self.layers.items():
+        for n, m in self.layers.items():  # un-merge exactly: the pristine base, not W - s*B@A (rounds)
             m.get_base_layer().weight.copy_(self.pristine[n])
+            m.merged_adapters.clear()  # peft's record of what is merged, matching the restored weights
         load_weights(self.peft, weights)
+        new_base = any(not is_adapter_key(k) for k in weights)
         for n, m in self.layers.items():
-            self.pristine[n].copy_(m.get_base_layer().weight)
+            if new_base:
+                self.pristine[n].copy_(m.get_base_layer().weight)
             m.merge(adapter_names=[ADAPTER])

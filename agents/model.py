@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import logging
 import re
+from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import (
@@ -157,6 +159,17 @@ def disable_dropout(model: torch.nn.Module) -> int:
     if changed:
         log.info("dropout set to 0 in %d places of the loaded model (learner and sampler must agree)", changed)
     return changed
+
+
+def hash_tensors(h: Any, named: Iterable[tuple[str, torch.Tensor]]) -> Any:
+    """Feed `h` (a hashlib object) each tensor's name, shape, dtype and bytes, in the given order; returns `h`.
+
+    The one tensor hash: run/learning/weights.py names exact weights with it, agents/lora.py a LoRA base."""
+    for k, v in named:
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -28,15 +28,11 @@ import torch
 from steprl.rollout.backends import make_generator
 from steprl.rollout.config import RolloutConfig, SamplingConfig
 from steprl.rollout.episode import play_micro_batch
-from steprl.rollout.faults import is_tool_timeout, timed_out_episodes
+from steprl.rollout.faults import RolloutError, count_failure, timed_out_episodes
 from steprl.rollout.plan import spec_micro_batches
 from steprl.rollout.trajectory import EpisodeSpec, Trajectory
 
 log = logging.getLogger(__name__)
-
-
-class RolloutError(RuntimeError):
-    """A micro-batch could not be played within its retries; names the micro-batch and the cause."""
 
 
 class RolloutCancelled(RolloutError):
@@ -357,29 +353,6 @@ class RolloutPool:
             self.workers = []
 
 
-def count_failure(k: int, mbs: list[list[EpisodeSpec]], attempts: list[int], err: BaseException,
-                  max_retries: int) -> bool:
-    """Count a failed attempt of micro-batch k; False: play it again.
-
-    Out of retries: True when the failure is a tool timeout (its episodes become errored, the step
-    goes on), otherwise RolloutError naming the micro-batch and the cause.
-    """
-    attempts[k] += 1
-    idx = (mbs[k][0].index, mbs[k][-1].index)
-    why = describe_failure(err)
-    log.warning("micro-batch %d (episodes %d-%d) failed (attempt %d): %s", k, *idx, attempts[k], why[:200])
-    if attempts[k] <= max_retries:
-        return False
-    if is_tool_timeout(err):
-        log.warning("micro-batch %d (episodes %d-%d): tool time limit hit on all %d attempts; its episodes are "
-                    "recorded as errored and masked out of training", k, *idx, attempts[k])
-        return True
-    raise RolloutError(
-        f"micro-batch {k} (episodes {idx[0]}-{idx[1]} of step {mbs[k][0].step}) failed {attempts[k]} times "
-        f"(rollout.max_retries={max_retries}); last error: {why[:300]}"
-    ) from None
-
-
 def play_retrying(worker: RolloutWorker, mbs: list[list[EpisodeSpec]], k: int, version: int, max_retries: int,
                   greedy: bool = False) -> list[Trajectory]:
     """Play micro-batch k on an in-process worker, retried on failure like the Ray pool (`count_failure`).
@@ -395,16 +368,3 @@ def play_retrying(worker: RolloutWorker, mbs: list[list[EpisodeSpec]], k: int, v
         except Exception as e:  # noqa: BLE001  (counted, retried, then reported by count_failure)
             if count_failure(k, mbs, attempts, e, max_retries):
                 return timed_out_episodes(mbs[k], version, attempts[k])
-
-
-def describe_failure(err: BaseException) -> str:
-    """One line saying why a remote micro-batch failed: the worker's own exception, not Ray's task header."""
-    cause = getattr(err, "cause", None)  # RayTaskError wraps the exception raised inside the actor
-    if isinstance(cause, BaseException):
-        text = str(cause).strip().splitlines()
-        return f"{type(cause).__name__}: {text[0] if text else ''}".rstrip(": ")
-    name = type(err).__name__
-    if name in ("ActorDiedError", "RayActorError", "WorkerCrashedError", "ActorUnavailableError"):
-        return f"{name}: the worker process died (killed, out of memory or crashed)"
-    text = str(err).strip().splitlines()
-    return f"{name}: {text[0] if text else ''}".rstrip(": ")

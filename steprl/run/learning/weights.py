@@ -6,6 +6,8 @@ import hashlib
 
 import torch
 
+from steprl.agents.model import hash_tensors
+
 
 def weights_fingerprint(model: torch.nn.Module) -> str:
     """blake2b over every tensor's name, shape, dtype and bytes: names one exact set of weights.
@@ -15,11 +17,7 @@ def weights_fingerprint(model: torch.nn.Module) -> str:
     string stays `steprl-teacher` so fingerprints in existing checkpoints keep their meaning.
     """
     h = hashlib.blake2b(digest_size=16, person=b"steprl-teacher")
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"{k}:{tuple(t.shape)}:{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    return hash_tensors(h, sorted(model.state_dict().items())).hexdigest()
 
 
 def weights_copy(model: torch.nn.Module) -> dict[str, torch.Tensor]:
