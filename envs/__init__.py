@@ -2,7 +2,8 @@
 
 Ids (`steprl/<Name>-v0`): Calculator, Lookup, Guess (task envs with tools and expert
 demonstrations), Discrete (any Discrete-action Gymnasium env as text; kwarg `env_id`), QA (your
-own question/answer file) and ReasoningGym (a reasoning-gym dataset).
+own question/answer file), ReasoningGym (a reasoning-gym dataset), OpenEnv (an OpenEnv environment)
+and Verifiers (a verifiers environment).
 """
 
 from __future__ import annotations
@@ -39,6 +40,16 @@ ENVS: dict[str, tuple[str, str]] = {
         "steprl.envs.qa_file:QAFileEnv",
         "Question/answer items from a JSONL or Parquet file (kwargs path, question_field, answer_field, scorer, "
         "tools, held_out_fraction).",
+    ),
+    "steprl/OpenEnv-v0": (
+        "steprl.envs.openenv_env:OpenEnvEnv",
+        "An OpenEnv environment, in-process, on a local server or at a URL (kwargs env or url, serve, task; needs "
+        "the extra steprl[openenv]).",
+    ),
+    "steprl/Verifiers-v0": (
+        "steprl.envs.verifiers_env:VerifiersEnv",
+        "A verifiers (v1) taskset and env, steprl's policy as the model (kwargs taskset, max_turns, "
+        "held_out_fraction; needs the extra steprl[verifiers]).",
     ),
     "steprl/ReasoningGym-v0": (
         "steprl.envs.qa_file:make_reasoning_gym",

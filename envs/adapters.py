@@ -214,7 +214,9 @@ class QAEnv(ToolTaskEnv):
         self.items: Sequence[tuple[str, Any]] = items if isinstance(items, Items) else [(str(q), a) for q, a in items]
         if not self.items:
             raise ValueError("QAEnv needs at least one (question, answer) item")
-        self.score_fn, self.gold_text, self.tool_names = score_fn, gold_text, tuple(tools)
+        from steprl.envs.mcp_tools import resolve_tools
+
+        self.score_fn, self.gold_text, self.tool_names = score_fn, gold_text, resolve_tools(tools)
         self._index: int | None = None
         super().__init__(
             format=format,

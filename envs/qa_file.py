@@ -5,6 +5,8 @@
       kwargs: {path: data/qa.jsonl, question_field: question, answer_field: answer,
                scorer: numeric, tools: [calc], held_out_fraction: 0.2, split_seed: 0}
 
+`tools` names registered tools, or MCP servers whose tools are offered (`mcp:python server.py`; envs/mcp_tools.py).
+
 Items are split into training and held-out sets by a seeded, stable rule keyed on the question text
 (`envs/qa_data.py`): question q is held out iff blake2b(split_seed, q) / 2**64 < held_out_fraction, so the split
 never depends on the file's other lines or their order, the machine or Python's per-process string hashing.
@@ -28,6 +30,7 @@ import numpy as np
 
 from steprl.envs.adapters import QAEnv, exact_match
 from steprl.envs.base import Task
+from steprl.envs.mcp_tools import resolve_tools
 from steprl.envs.qa_data import file_sha256, held_out, load_qa, read_items
 from steprl.envs.tools import get_tool
 
@@ -76,6 +79,7 @@ class QAFileEnv(QAEnv):
     def __init__(self, path: str, question_field: str = "question", answer_field: str = "answer",
                  scorer: str = "exact", tools: Sequence[str] = (), held_out_fraction: float = 0.2,
                  split_seed: int = 0, sha256: str | None = None, **kwargs: Any) -> None:
+        tools = resolve_tools(tools)  # an `mcp:` entry becomes its server's tools (envs/mcp_tools.py)
         for t in tools:
             if get_tool(t) is None:
                 raise ValueError(f"unknown tool {t!r}")

@@ -137,6 +137,8 @@ def _reset(env: Any, spec: EpisodeSpec, turn_format: Any) -> _Row:
         system, tools = prompt_args(info, turn_format)
         ids = turn_format.prompt_ids(system, obs, tools)
         return _Row(spec, list(ids), [0] * len(ids), [0.0] * len(ids), list(info.get("stop", ())), len(ids))
+    except ToolTimeout:
+        raise  # a fault (a tool or a remote env past its time limit): the pool retries the whole micro-batch
     except Exception as e:  # an env that cannot reset: the episode is failed, not the micro-batch
         log.warning("env reset failed for episode %d: %r", spec.index, e)
         ids = turn_format.prompt_ids("", "")

@@ -22,6 +22,25 @@ class Mismatch:
     index: int
     first_token: int | None
     detail: str
+    env_changed: bool = False
+    """The first difference is in what the env said (its prompt or an observation), not in a sampled token."""
+
+
+ENV_CHANGED = ("the env gave other observations than when the run was recorded (first in episode {index}): it does "
+               "not give the same episode for a seed, or its code, data or server changed; the replayed policy "
+               "tokens up to there were identical")
+
+
+def env_segment(t: Trajectory, pos: int) -> str | None:
+    """Where token `pos` of `t` came from when the env wrote it: "the prompt" or "the observation after agent turn
+    K"; None for an agent token (or past the end)."""
+    if pos < t.prompt_len:
+        return "the prompt (the env's reset observation)"
+    if pos >= len(t.action_mask) or t.action_mask[pos]:
+        return None
+    mask = t.action_mask[t.prompt_len:pos]
+    turns = sum(1 for i, m in enumerate(mask) if m and (i + 1 == len(mask) or not mask[i + 1]))
+    return f"the observation after agent turn {turns}"
 
 
 def first_difference(a: Sequence[int], b: Sequence[int]) -> int | None:
@@ -51,6 +70,10 @@ def compare(recorded: Sequence[Trajectory], replayed: Sequence[Trajectory]) -> l
                 got = p.tokens[pos] if pos < len(p.tokens) else "end"
                 want = r.tokens[pos] if pos < len(r.tokens) else "end"
                 detail = f"first differing token at position {pos}: recorded {want}, replayed {got}"
+                seg = env_segment(r, pos) or env_segment(p, pos)
+                if seg is not None:
+                    out.append(Mismatch(r.spec.index, pos, f"{detail}, in {seg}: the env changed", True))
+                    continue
             else:
                 detail = f"same tokens, different outcome (reward {r.reward} vs {p.reward}, mask or turns differ)"
             out.append(Mismatch(r.spec.index, pos, detail))

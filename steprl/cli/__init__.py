@@ -71,7 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
-    for noisy in ("ray", "filelock", "urllib3", "matplotlib", "PIL"):
+    # libraries that log each request or session at INFO (the ecosystem envs' clients and servers among them)
+    for noisy in ("ray", "filelock", "urllib3", "matplotlib", "PIL", "httpx", "aiohttp", "verifiers", "mcp",
+                  "fastmcp", "uvicorn", "websockets"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if args.command != "envs":
         quiet_transformers()

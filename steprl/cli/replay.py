@@ -96,6 +96,11 @@ def run(args: argparse.Namespace) -> int:
         return 3 if diverged else 0
     for m in bad:
         emit(f"episode {m.index}: {m.detail}")
+    changed = [m for m in bad if m.env_changed]
+    if changed:
+        from steprl.rollout.replay import ENV_CHANGED
+
+        emit(ENV_CHANGED.format(index=changed[0].index))
     emit(f"{n - len(bad)}/{n} trajectories identical; {len(bad)} differ")
     return 3 if diverged else 1
 

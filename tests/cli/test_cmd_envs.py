@@ -22,8 +22,8 @@ def test_list(capsys: pytest.CaptureFixture[str]) -> None:
     assert cmd_envs.run(parse(["envs"])) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [ln.split()[0] for ln in lines] == [
-        "steprl/Calculator-v0", "steprl/Discrete-v0", "steprl/Guess-v0", "steprl/Lookup-v0", "steprl/QA-v0",
-        "steprl/ReasoningGym-v0"]
+        "steprl/Calculator-v0", "steprl/Discrete-v0", "steprl/Guess-v0", "steprl/Lookup-v0", "steprl/OpenEnv-v0",
+        "steprl/QA-v0", "steprl/ReasoningGym-v0", "steprl/Verifiers-v0"]
     assert all(len(ln.split(None, 1)[1]) > 10 for ln in lines)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -25,12 +26,14 @@ def in_charset(s: str) -> bool:
 
 
 DATA_ENVS = ["steprl/QA-v0", "steprl/ReasoningGym-v0"]
+ECOSYSTEM_ENVS = ["steprl/OpenEnv-v0", "steprl/Verifiers-v0"]
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ecosystem"
 
 
 def test_registered_ids_and_idempotent_registration() -> None:
-    assert steprl_env_ids() == sorted(TASKS + DATA_ENVS + ["steprl/Discrete-v0"])
+    assert steprl_env_ids() == sorted(TASKS + DATA_ENVS + ECOSYSTEM_ENVS + ["steprl/Discrete-v0"])
     steprl.envs.register_all()
-    assert steprl_env_ids() == sorted(TASKS + DATA_ENVS + ["steprl/Discrete-v0"])
+    assert steprl_env_ids() == sorted(TASKS + DATA_ENVS + ECOSYSTEM_ENVS + ["steprl/Discrete-v0"])
 
 
 def _kwargs(env_id: str, tmp_path) -> dict:
@@ -42,13 +45,20 @@ def _kwargs(env_id: str, tmp_path) -> dict:
         return {"path": str(path), "scorer": "numeric", "tools": ["calc"]}
     if env_id == "steprl/ReasoningGym-v0":
         return {"dataset": "basic_arithmetic", "size": 20}
+    if env_id == "steprl/OpenEnv-v0":  # the README's example game (examples/ecosystem/guess_game.py)
+        return {"env": "guess_game:GuessEnvironment"}
+    if env_id == "steprl/Verifiers-v0":  # its answer format is the taskset's, so it takes no `format`
+        return {"taskset": "sums_tasks"}
     return {}
 
 
 @pytest.mark.parametrize("env_id", sorted(steprl.envs.ENVS))
 @pytest.mark.parametrize("fmt", FORMATS)
-def test_check_env_every_registered_env(env_id: str, fmt: str, tmp_path) -> None:
-    env = gym.make(env_id, format=fmt, **_kwargs(env_id, tmp_path))
+def test_check_env_every_registered_env(env_id: str, fmt: str, tmp_path, monkeypatch) -> None:
+    if env_id in ECOSYSTEM_ENVS:
+        monkeypatch.syspath_prepend(str(EXAMPLES))
+    fmt_kwarg = {} if env_id == "steprl/Verifiers-v0" else {"format": fmt}
+    env = gym.make(env_id, **fmt_kwarg, **_kwargs(env_id, tmp_path))
     check_env(env if env_id == "steprl/Discrete-v0" else env.unwrapped)
 
 

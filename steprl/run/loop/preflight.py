@@ -1,6 +1,7 @@
 """Fail fast: everything a run needs is checked before its directory is created or a model is built.
 
-The env is built once with its kwargs (and must be a text env); every stage must find what it needs
+The env is built once with its kwargs (and must be a text env, and pass its own `preflight_problems` check if it
+has one); every stage must find what it needs
 (expert demonstrations for warm-up and the student's warm-up, a teacher for stand-alone distillation);
 `ray.address` must answer; the CPUs the run reserves in Ray (rollout workers, learner ranks) must exist in its
 cluster; `run.device=cuda` needs a GPU. Sizes were bounded when the config was loaded (steprl/limits.py).
@@ -40,6 +41,12 @@ def env_problems(cfg: Config, env: Any) -> list[str]:
         who = "the warmup stage" if "warmup" in cfg.stages else "distill.student_warmup_steps"
         out.append(f"{who} needs expert demonstrations and env {cfg.env.id!r} has none (no `demonstration` "
                    "method); drop the warm-up: stages=[rl,eval] (and distill.student_warmup_steps=0)")
+    own_check = getattr(env.unwrapped, "preflight_problems", None)  # an env's own check (OpenEnv: seeds honoured)
+    if callable(own_check):
+        try:
+            out += list(own_check())
+        except Exception as e:  # noqa: BLE001 - the env failed while being checked: that is the problem to report
+            out.append(f"env {cfg.env.id!r} failed its own check: {type(e).__name__}: {e}")
     return out
 
 
