@@ -47,9 +47,18 @@ class SteprlChatHarness(vf.Harness[vf.HarnessConfig]):
             messages = [message_to_wire(m) for m in prompt]
         if system and not any(m.get("role") == "system" for m in messages):
             messages.insert(0, {"role": "system", "content": system})
-        async with httpx.AsyncClient(timeout=None) as http:  # steprl's turn takes as long as its sampler does
-            r = await http.post(f"{endpoint}/chat/completions", json={"model": ctx.model, "messages": messages},
-                                headers={"Authorization": f"Bearer {secret}"})
+        if getattr(self, "_http", None) is None:  # one client per episode's harness, reused by its resumed turns
+            # the interception endpoint is plain HTTP on 127.0.0.1: no TLS, so no CA bundle to load (loading one
+            # costs ~25 ms per episode); no timeout: steprl's turn takes as long as its sampler does
+            self._http = httpx.AsyncClient(timeout=None, verify=False)
+        r = await self._http.post(f"{endpoint}/chat/completions", json={"model": ctx.model, "messages": messages},
+                                  headers={"Authorization": f"Bearer {secret}"})
         if r.status_code != 200:
             return vf.ProgramResult(exit_code=1, stdout="", stderr=r.text[:500])
         return vf.ProgramResult(exit_code=0, stdout="", stderr="")
+
+    async def cleanup(self, trace: Any, runtime: Any) -> None:
+        """Close this episode's HTTP client (made again if the harness plays another)."""
+        http, self._http = getattr(self, "_http", None), None
+        if http is not None:
+            await http.aclose()

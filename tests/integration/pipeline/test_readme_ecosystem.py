@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from steprl.rollout.store import read_step
+
 ROOT = Path(__file__).resolve().parents[3]
 for module in ("openenv.core", "fastmcp", "verifiers.v1"):
     pytest.importorskip(module, reason="the openenv, mcp and verifiers extras are part of the test extra")
@@ -44,6 +46,17 @@ def test_the_readme_commands_train_replay_and_evaluate_each_adapter(tmp_path):
         assert (run / "summary.json").is_file(), name
     assert out.count("trajectories identical (step 1") == 3, out[-3000:]
     assert (out + r.stderr).count("held-out evaluation: teacher (rl policy)") == 3, r.stderr[-3000:]
+
+    # two Ray rollout workers, each with its own verifiers env serving, play the inline run's data bit for bit
+    r = shell(["cd examples/ecosystem && export PYTHONPATH=$PWD",
+               "steprl train verifiers_sums.yaml rollout.executor=ray run.name=verifiers-ray"], tmp_path)
+    assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
+    for step in (0, 1):
+        inline, ray = (read_step(here / "runs" / name / "rollouts", step) for name in ("verifiers-sums", "verifiers-ray"))
+        assert [t.digest for t in inline] == [t.digest for t in ray] and len(inline) == 8
+    final = [(here / "runs" / n / "checkpoints" / "step_000002" / "model" / "model.safetensors").read_bytes()
+             for n in ("verifiers-sums", "verifiers-ray")]
+    assert final[0] == final[1]
 
     # the OpenEnv game now says something else at reset: replay names the env as what changed
     game = here / "guess_game.py"
