@@ -237,6 +237,7 @@ def mcp_tools(entry: Any) -> list[str]:
     All or nothing: a name no format can carry, or one another tool already has, is a ValueError before any is
     registered. The same server's tools are registered again as they are (another env instance, a reconnect)."""
     spec = parse_entry(entry)
+    _client_module()  # ImportError naming the extra, before any server is launched
     conn = connection(spec)
     tools = []
     for t in conn.tools:

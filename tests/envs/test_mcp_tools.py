@@ -177,3 +177,9 @@ def test_a_streamable_http_server_at_a_url(server):
         assert "web.add" in names and run_tool(get_tool("web.add"), {"a": 2, "b": 3}).text == "5"
     finally:
         proc.kill()
+
+
+def test_a_missing_extra_is_named(server, qa, monkeypatch):
+    monkeypatch.setitem(sys.modules, "mcp", None)  # as if the mcp package were not installed
+    with pytest.raises(ImportError, match=r"pip install 'steprl\[mcp\]'"):
+        gym.make("steprl/QA-v0", path=qa, tools=[f"mcp:{server}"])

@@ -151,3 +151,26 @@ def test_bad_kwargs_are_named(game):
         OpenEnvEnv(env=game, action_field="move")
     with pytest.raises(ValueError, match="no OpenEnv server answers at http://127.0.0.1:9"):
         OpenEnvEnv(url="http://127.0.0.1:9", timeout_s=2)
+
+
+def _refused(tmp_path, capsys, *overrides):
+    from steprl.cli import main
+
+    assert main(["train", "smoke", f"run.root={tmp_path / 'runs'}", "stages=[rl,eval]", *overrides]) == 2
+    assert not (tmp_path / "runs").exists()  # nothing was started
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    return err
+
+
+def test_a_run_on_an_env_that_drops_its_seed_is_refused_before_it_starts(game, tmp_path, capsys):
+    err = _refused(tmp_path, capsys, "env.id=steprl/OpenEnv-v0",
+                   f"env.kwargs={{env: '{game}', env_kwargs: {{ignore_seed: true, high: 1000}}, "
+                   "seed_probe: ['500', '600', '700', '800']}")
+    assert "does not honour its seed" in err and "OpenEnv issue #1102" in err
+
+
+def test_a_missing_extra_is_named(game, tmp_path, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openenv.core", None)  # as if openenv-core were not installed
+    err = _refused(tmp_path, capsys, "env.id=steprl/OpenEnv-v0", f"env.kwargs={{env: '{game}'}}")
+    assert "pip install 'steprl[openenv]'" in err

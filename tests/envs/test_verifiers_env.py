@@ -125,3 +125,9 @@ def test_bad_kwargs_are_named(taskset):
         VerifiersEnv(taskset=taskset, held_out_fraction=0.999999)
     with pytest.raises(ModuleNotFoundError, match="taskset 'no_such_taskset' not found"):
         VerifiersEnv(taskset="no_such_taskset")
+
+
+def test_a_missing_extra_is_named(monkeypatch):
+    monkeypatch.setitem(sys.modules, "verifiers.v1", None)  # as if verifiers were not installed
+    with pytest.raises(ImportError, match=r"pip install 'steprl\[verifiers\]'"):
+        VerifiersEnv(taskset="some_tasks")
