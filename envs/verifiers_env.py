@@ -19,7 +19,9 @@ env: `reset(seed)` starts the episode and returns when verifiers first asks the 
 (its tokens and behaviour log-probs are steprl's record, under steprl's step-seeded rule) and returns at the next
 request (observation: the messages after the agent's reply) or when the episode ends (reward: the trace's reward,
 the sum of the taskset's weighted rewards; success: reward >= `success_reward`). verifiers' sampling arguments
-(temperature, max_tokens) are ignored: steprl's sampler decides. An episode cut at `max_turns` is cancelled.
+(temperature, max_tokens) are ignored: steprl's sampler decides. An episode cut at `max_turns` is cancelled. If
+verifiers sends nothing for `turn_timeout_s` after a reply, that is a `ToolTimeout` (a fault of the run: the
+micro-batch plays again), never an outcome.
 
 Tasks: `list(taskset)` in verifiers' order, split into training and held-out tasks by steprl's seeded rule keyed on
 the task's own `key` (sha256 of its data; `envs/qa_data.py`), so the split never depends on order or machine; env
@@ -45,6 +47,7 @@ from steprl.envs.process_resources import SHARED, resource_key
 from steprl.envs.qa_data import held_out
 from steprl.envs.qa_file import HELD_OUT_SEEDS
 from steprl.envs.text import MAX_ACTION_CHARS, MAX_OBS_CHARS, fit, text_space
+from steprl.envs.tools import ToolTimeout
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "verifiers is not installed; install the optional extra with: pip install 'steprl[verifiers]'"
@@ -257,8 +260,9 @@ class VerifiersEnv(gym.Env):
         while True:
             try:
                 kind, *rest = self.inbox.get(timeout=self.turn_timeout_s)
-            except queue.Empty:
-                raise RuntimeError(f"verifiers episode sent nothing for {self.turn_timeout_s:g} s") from None
+            except queue.Empty:  # load-dependent: a fault of the run (the micro-batch plays again), not an outcome
+                self._cancel()
+                raise ToolTimeout(f"verifiers episode sent nothing for {self.turn_timeout_s:g} s") from None
             if kind == "request" or rest[0] is self._episode:
                 break  # (a cancelled episode's own end, arriving late, is skipped)
         if kind == "request":

@@ -52,7 +52,7 @@ def test_the_readme_commands_train_replay_and_evaluate_each_adapter(tmp_path):
                "steprl train verifiers_sums.yaml rollout.executor=ray run.name=verifiers-ray"], tmp_path)
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-2000:])
     for step in (0, 1):
-        inline, ray = (read_step(here / "runs" / name / "rollouts", step) for name in ("verifiers-sums", "verifiers-ray"))
+        inline, ray = (read_step(here / "runs" / n / "rollouts", step) for n in ("verifiers-sums", "verifiers-ray"))
         assert [t.digest for t in inline] == [t.digest for t in ray] and len(inline) == 8
     final = [(here / "runs" / n / "checkpoints" / "step_000002" / "model" / "model.safetensors").read_bytes()
              for n in ("verifiers-sums", "verifiers-ray")]
