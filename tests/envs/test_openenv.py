@@ -1,9 +1,12 @@
-"""steprl/OpenEnv-v0 against real OpenEnv environments (openenv-core's Environment, its FastAPI server and client),
-written in the test: in-process, on a local server the env starts, and at a URL."""
+"""steprl/OpenEnv-v0 against real OpenEnv environments (openenv-core's Environment, its FastAPI server and client):
+README's example game and a seed-dropping variant written in the test; in-process, on a local server the env
+starts, and at a URL."""
 
+import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -15,54 +18,36 @@ from steprl.envs.openenv_env import OpenEnvEnv, RemoteEnvFault  # noqa: E402
 from steprl.envs.process_resources import SHARED  # noqa: E402
 from steprl.envs.tools import ToolTimeout  # noqa: E402
 
-GAME = textwrap.dedent('''
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ecosystem"
+# README's example game (examples/ecosystem/guess_game.py), and the OpenEnv issue #1102 bug made repeatable: a
+# game that draws its secrets from a fixed stream, whatever seed it is given
+SEED_DROPPING = textwrap.dedent('''
     import random
-    from openenv.core.env_server import Action, Environment, Observation, State
 
-    class GuessAction(Action):
-        guess: str
+    from guess_game import GuessEnvironment, GuessObservation, State
 
-    class GuessObservation(Observation):
-        prompt: str = ""
-
-    class GuessEnvironment(Environment[GuessAction, GuessObservation, State]):
-        SUPPORTS_CONCURRENT_SESSIONS = True
-
-        def __init__(self, high=8, ignore_seed=False):
-            super().__init__()
-            # ignore_seed: the OpenEnv issue #1102 bug, made repeatable (a fixed stream, whatever the seed)
-            self.high, self.ignore_seed, self._state, self._draws = high, ignore_seed, State(), random.Random(0)
+    class SeedDroppingEnvironment(GuessEnvironment):
+        def __init__(self, high=1000):
+            super().__init__(high)
+            self._draws = random.Random(0)
 
         def reset(self, seed=None, episode_id=None, **kwargs):
-            rng = self._draws if self.ignore_seed else random.Random(seed)
-            self.secret = rng.randint(1, self.high)
+            self.secret = self._draws.randint(1, self.high)
             self._state = State(episode_id=episode_id, step_count=0)
-            return GuessObservation(prompt=f"Guess a number from 1 to {self.high}.")
-
-        def step(self, action, timeout_s=None, **kwargs):
-            self._state.step_count += 1
-            try:
-                n = int(action.guess)
-            except ValueError:
-                return GuessObservation(prompt="not a number")
-            if n == self.secret:
-                return GuessObservation(prompt="correct", done=True, reward=1.0)
-            return GuessObservation(prompt="higher" if self.secret > n else "lower")
-
-        @property
-        def state(self):
-            return self._state
+            return GuessObservation(prompt=f"Guess the number from 1 to {self.high}.")
 ''')
 
 
 @pytest.fixture
 def game(tmp_path, monkeypatch):
-    """The game module on sys.path (the local server child inherits it), servers closed afterwards."""
-    (tmp_path / "oe_probe_game.py").write_text(GAME)
+    """The example game and the seed-dropping one on sys.path (a local server child inherits it); servers closed
+    afterwards."""
+    (tmp_path / "oe_seed_dropping.py").write_text(SEED_DROPPING)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.syspath_prepend(str(tmp_path))
-    yield "oe_probe_game:GuessEnvironment"
+    yield "guess_game:GuessEnvironment"
     SHARED.close_all()
-    sys.modules.pop("oe_probe_game", None)
+    sys.modules.pop("oe_seed_dropping", None)
 
 
 def play(env, seed, guesses):
@@ -94,7 +79,7 @@ def test_inprocess_and_local_server_play_the_same_episodes(game):
     for seed in (0, 1, 7, 2**31 + 5):
         a, b = play(inproc, seed, [4, 2, 6]), play(served, seed, [4, 2, 6])
         assert a == b
-        assert a[0] == "Guess a number from 1 to 8."
+        assert a[0] == "Guess the number from 1 to 8."
         assert search(inproc, seed) == search(served, seed)
     turns, reward, success = search(served, 3)
     assert reward == 1.0 and success and 1 <= turns <= 4
@@ -112,9 +97,9 @@ def test_a_turn_without_an_answer_tag_is_malformed_and_never_reaches_the_env(gam
 
 
 def test_an_env_that_drops_its_seed_fails_preflight_naming_it(game):
-    good = gym.make("steprl/OpenEnv-v0", env=game, env_kwargs={}, seed_probe=["4", "2"])
+    good = gym.make("steprl/OpenEnv-v0", env=game, env_kwargs={"high": 1000}, seed_probe=["500", "600"])
     assert good.unwrapped.preflight_problems() == []
-    bad = gym.make("steprl/OpenEnv-v0", env=game, env_kwargs={"ignore_seed": True, "high": 1000},
+    bad = gym.make("steprl/OpenEnv-v0", env="oe_seed_dropping:SeedDroppingEnvironment",
                    seed_probe=["500", "600", "700", "800"])  # secrets 865 then 395: "higher" then "lower"
     problems = bad.unwrapped.preflight_problems()
     assert len(problems) == 1 and "does not honour its seed" in problems[0] and "seed_probe action" in problems[0]
@@ -122,7 +107,8 @@ def test_an_env_that_drops_its_seed_fails_preflight_naming_it(game):
 
 def test_a_server_at_a_url_is_played_through_the_same_client(game, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "steprl.envs.openenv_server", "--env", game],
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path)
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
     try:
         url = f"http://127.0.0.1:{int(proc.stdout.readline().split()[1])}"
         remote = gym.make("steprl/OpenEnv-v0", url=url, max_turns=8)
@@ -165,7 +151,7 @@ def _refused(tmp_path, capsys, *overrides):
 
 def test_a_run_on_an_env_that_drops_its_seed_is_refused_before_it_starts(game, tmp_path, capsys):
     err = _refused(tmp_path, capsys, "env.id=steprl/OpenEnv-v0",
-                   f"env.kwargs={{env: '{game}', env_kwargs: {{ignore_seed: true, high: 1000}}, "
+                   "env.kwargs={env: 'oe_seed_dropping:SeedDroppingEnvironment', "
                    "seed_probe: ['500', '600', '700', '800']}")
     assert "does not honour its seed" in err and "OpenEnv issue #1102" in err
 
