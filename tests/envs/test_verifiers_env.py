@@ -1,8 +1,9 @@
-"""steprl/Verifiers-v0 against a real verifiers (v1) taskset and env written in the test: verifiers runs each episode
-and scores it; the test plays the model's turns."""
+"""steprl/Verifiers-v0 against a real verifiers (v1) taskset and env (README's example, with a second reward added in
+the test): verifiers runs each episode and scores it; the test plays the model's turns."""
 
 import sys
 import textwrap
+from pathlib import Path
 
 import gymnasium as gym
 import pytest
@@ -14,43 +15,24 @@ from steprl.envs.process_resources import SHARED  # noqa: E402
 from steprl.envs.qa_file import HELD_OUT_SEEDS  # noqa: E402
 from steprl.envs.verifiers_env import VerifiersEnv  # noqa: E402
 
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "ecosystem"
+# README's example taskset (examples/ecosystem/sums_tasks.py: one reward, a second try after a wrong answer), its
+# first 40 tasks with a second, weighted reward: the episode's reward is the weighted sum
 TASKSET = textwrap.dedent('''
-    import re
-
     import verifiers.v1 as vf
+    from sums_tasks import SecondTryEnv, SumTask, SumTaskset, answer_of
 
-    def answer_of(text):
-        m = re.search(r"<answer>(.*?)</answer>", text or "")
-        return m.group(1) if m else None
-
-    class SumData(vf.TaskData):
-        answer: str
-
-    class SumTask(vf.Task[SumData, vf.State, vf.TaskConfig]):
-        @vf.reward(weight=1.0)
-        async def correct(self, task: SumData, trace: vf.Trace) -> float:
-            return float(answer_of(trace.last_reply) == task.answer)
-
+    class TaggedSumTask(SumTask):
         @vf.reward(weight=0.25)
-        async def tagged(self, task: SumData, trace: vf.Trace) -> float:
+        async def tagged(self, task, trace: vf.Trace) -> float:
             return float(answer_of(trace.last_reply) is not None)
 
-    class SumTaskset(vf.Taskset[SumTask, vf.TasksetConfig]):
+    class TaggedSums(SumTaskset):
         def load(self):
-            for i in range(40):
-                yield SumTask(SumData(id=f"s{i}", prompt=f"{i}+{i + 1}", answer=str(2 * i + 1),
-                                      system_prompt="Add. Answer: <answer>X</answer>"), self.config.task)
+            for i, task in zip(range(40), super().load()):
+                yield TaggedSumTask(task.data, self.config.task)
 
-    class RetryEnv(vf.Env[vf.SingleAgentEnvConfig]):
-        async def run(self, task, agents):
-            async with agents.agent.interaction(task) as it:
-                trace = await it.turn()
-                for _ in range(2):
-                    if answer_of(trace.last_reply) == task.data.answer:
-                        return
-                    trace = await it.turn("Wrong. Try again.")
-
-    __all__ = ["RetryEnv", "SumTaskset"]
+    __all__ = ["SecondTryEnv", "TaggedSums"]
 ''')
 
 
@@ -58,6 +40,7 @@ TASKSET = textwrap.dedent('''
 def taskset(tmp_path, monkeypatch):
     """The taskset module `vf_sums_probe` on sys.path; this process's verifiers runtimes closed afterwards."""
     (tmp_path / "vf_sums_probe.py").write_text(TASKSET)
+    monkeypatch.syspath_prepend(str(EXAMPLES))
     monkeypatch.syspath_prepend(str(tmp_path))
     yield "vf_sums_probe"
     SHARED.close_all()
@@ -83,7 +66,7 @@ def test_verifiers_runs_the_episode_and_its_taskset_scores_it(taskset):
     env = gym.make("steprl/Verifiers-v0", taskset=taskset, max_turns=3)
     obs, info = env.reset(seed=7)
     task = env.unwrapped.runtime.tasks[env.unwrapped.task_index(7)]
-    assert obs == task.data.prompt and info["system"] == "Add. Answer: <answer>X</answer>"
+    assert obs == task.data.prompt and info["system"] == "Add the numbers. Answer: <answer>X</answer>"
     assert info["stop"] == ["</answer>"] and info["task"] == task.data.id
     obs, reward, term, trunc, info = env.step("<answer>-1</answer>")  # the env answers: a second turn
     assert (obs, reward, term, trunc, info["turn"]) == ("Wrong. Try again.", 0.0, False, False, 1)
