@@ -19,10 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from steprl.cli import main as cli
-from steprl.config import load_config
-from steprl.pipeline import resume, train
-from steprl.run.files.run_dir import open_run_dir
+from steprl.run.machine.kernels import pin
+
+pin()  # the preset's run.kernels=portable: pinned before anything below imports torch
+
+from steprl.cli import main as cli  # noqa: E402
+from steprl.config import load_config  # noqa: E402
+from steprl.pipeline import resume, train  # noqa: E402
+from steprl.run.files.run_dir import open_run_dir  # noqa: E402
 
 SHORT = ["warmup.steps=2", "warmup.batch_size=2", "warmup.length_buckets=1", "warmup.cache=true",
          "rollout.groups=1", "rollout.group_size=4", "rollout.micro_batch=4", "rollout.sampling.max_new_tokens=24",

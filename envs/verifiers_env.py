@@ -35,6 +35,7 @@ import itertools
 import logging
 import queue
 import re
+import socket
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
@@ -116,9 +117,10 @@ class VerifiersRuntime:
         app.router.add_post("/v1/chat/completions", self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = site._server.sockets[0].getsockname()[1]  # aiohttp names no public getter for an ephemeral port
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))  # a free port, known before the site serves on it
+        port = sock.getsockname()[1]
+        await web.SockSite(runner, sock).start()
 
         async def hold() -> None:  # verifiers' serving context is entered and left in this one task
             try:
