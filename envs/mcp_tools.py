@@ -17,23 +17,22 @@ or a server that died or dropped the connection, raises `ToolTimeout`: a fault o
 played again (the server is started again if it died), never text the model reads.
 
 One connection per process and server is shared by all env instances (`envs/process_resources.py`), held open on a
-background event-loop thread so the sync env code can call the async client.
+background event-loop thread (`envs/held_context.py`) so the sync env code can call the async client.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
 import re
 import shlex
-import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from typing import Any
 
+from steprl.envs.held_context import HeldContext
 from steprl.envs.process_resources import SHARED, resource_key
 from steprl.envs.tools import Tool, ToolError, ToolTimeout, get_tool, register_tool
 
@@ -94,71 +93,48 @@ def _client_module() -> Any:
 
 
 class McpConnection:
-    """One open MCP client session, driven by an event loop on a daemon thread."""
+    """One open MCP client session, held on its own event-loop thread (`HeldContext`)."""
 
     def __init__(self, spec: McpServerSpec) -> None:
         self.spec = spec
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="steprl-mcp")
-        self._thread.start()
-        self._stop: asyncio.Event | None = None
-        self._client: Any = None
         self._broken = False
         self._devnull = open(os.devnull, "w")  # noqa: SIM115 - the server's stderr, closed with the connection
-        ready = asyncio.run_coroutine_threadsafe(self._open(), self._loop)
+        mcp = _client_module()
+
+        async def listed(client: Any) -> tuple[Any, list[Any]]:
+            return client, list((await client.list_tools()).tools)
+
         try:
-            self.tools = ready.result(CONNECT_TIMEOUT_S)
-        except BaseException as exc:
-            self.close()
-            if isinstance(exc, FutureTimeout):
-                raise ValueError(f"MCP server {spec.target!r} did not answer within {CONNECT_TIMEOUT_S:g} s") from None
+            self._held = HeldContext("steprl-mcp", lambda: mcp.Client(self._transport(), cache=None), listed,
+                                     CONNECT_TIMEOUT_S)
+        except FutureTimeout:
+            self._devnull.close()
+            raise ValueError(f"MCP server {spec.target!r} did not answer within {CONNECT_TIMEOUT_S:g} s") from None
+        except Exception as exc:  # noqa: BLE001 - not found, refused, not MCP: say which server
+            self._devnull.close()
             raise ValueError(f"MCP server {spec.target!r} cannot be reached: {type(exc).__name__}: {exc}") from None
+        self._client, self.tools = self._held.value
 
     def _transport(self) -> Any:
-        mcp = _client_module()
         if self.spec.is_url:
             return self.spec.target
-        from mcp.client.stdio import stdio_client
+        from mcp.client.stdio import StdioServerParameters, stdio_client
 
         argv = shlex.split(self.spec.target)
-        params = mcp.StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
+        params = StdioServerParameters(command=argv[0], args=argv[1:], env=dict(os.environ))
         return stdio_client(params, errlog=self._devnull)
-
-    async def _open(self) -> list[Any]:
-        mcp = _client_module()
-        opened: asyncio.Future = self._loop.create_future()
-        self._stop = asyncio.Event()
-
-        async def hold() -> None:  # the client is entered and left in this one task, as anyio requires
-            try:
-                async with mcp.Client(self._transport(), cache=None) as client:
-                    self._client = client
-                    listed = await client.list_tools()
-                    opened.set_result(list(listed.tools))
-                    await self._stop.wait()
-            except BaseException as exc:  # noqa: BLE001 - reported to whoever waits (open or a call)
-                self._broken = True
-                if not opened.done():
-                    opened.set_exception(exc)
-            finally:
-                self._broken = True
-
-        self._holder = asyncio.ensure_future(hold())
-        return await opened
 
     def alive(self) -> bool:
         """False once the session ended (server died, connection dropped)."""
-        return not self._broken
+        return not (self._broken or self._held.ended)
 
     def call(self, name: str, arguments: Mapping[str, Any], time_limit_s: float) -> tuple[str, bool]:
         """(text, is_error) of one tool call; ToolTimeout past the limit or when the connection is gone."""
-        if self._broken:
+        if not self.alive():
             raise ToolTimeout(f"MCP server {self.spec.target!r} is gone")
-        fut = asyncio.run_coroutine_threadsafe(self._client.call_tool(name, dict(arguments)), self._loop)
         try:
-            result = fut.result(time_limit_s)
+            result = self._held.run(self._client.call_tool(name, dict(arguments)), time_limit_s)
         except FutureTimeout:
-            fut.cancel()
             raise ToolTimeout(f"MCP tool {name}: time limit exceeded ({time_limit_s:g} s)") from None
         except Exception as exc:  # noqa: BLE001 - transport failure: the run's fault, retried on a new connection
             self._broken = True
@@ -167,18 +143,8 @@ class McpConnection:
         return result_text(result), bool(getattr(result, "is_error", False))
 
     def close(self) -> None:
-        """End the session (stops a stdio server) and the loop thread."""
-        if self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-            holder = getattr(self, "_holder", None)
-            if holder is not None:
-                done = asyncio.run_coroutine_threadsafe(asyncio.wait([holder], timeout=5), self._loop)
-                try:
-                    done.result(6)
-                except Exception:  # noqa: BLE001 - a session that will not close is abandoned with its thread
-                    pass
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(2)
+        """End the session (stops a stdio server) and its loop thread."""
+        self._held.close(timeout_s=5)
         self._devnull.close()
         self._broken = True
 

@@ -31,19 +31,20 @@ seeds below 2**31 draw training tasks, seeds at or above it held-out ones.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import queue
 import re
 import socket
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from concurrent.futures import Future
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from steprl.envs.held_context import HeldContext
 from steprl.envs.process_resources import SHARED, resource_key
 from steprl.envs.qa_data import held_out
 from steprl.envs.qa_file import HELD_OUT_SEEDS
@@ -86,13 +87,8 @@ class VerifiersRuntime:
         self.taskset_id = taskset
         self.inboxes: dict[str, queue.Queue] = {}
         self._names = itertools.count()
-        self._broken = False
-        self._holder: asyncio.Task | None = None
         self._running: set[asyncio.Task] = set()  # episodes in flight (cancelled at close)
         self._pending: set[asyncio.Future] = set()  # model requests waiting for their env instance's text
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="steprl-verifiers")
-        self._thread.start()
         from steprl.envs.verifiers_harness import register
 
         cfg = vf.SingleAgentEnvConfig(
@@ -101,41 +97,26 @@ class VerifiersRuntime:
             agent=vf.AgentConfig(runtime=vf.SubprocessConfig(), harness=vf.HarnessConfig(id=register())))
         self.env = vf.load_environment(cfg)
         self.tasks = list(self.env.taskset)
-        opened = asyncio.run_coroutine_threadsafe(self._open(), self._loop)
-        try:
-            self.base_url = opened.result(START_TIMEOUT_S)
-        except BaseException:
-            self.close()
-            raise
+        self._held = HeldContext("steprl-verifiers", self._serving, timeout_s=START_TIMEOUT_S)
+        self.base_url: str = self._held.value
 
-    async def _open(self) -> str:
+    @contextlib.asynccontextmanager
+    async def _serving(self) -> AsyncIterator[str]:
+        """The policy endpoint on a free local port, inside verifiers' serving context; yields the endpoint's URL."""
         from aiohttp import web
 
-        ready: asyncio.Future = self._loop.create_future()
-        self._stop = asyncio.Event()
         app = web.Application()
         app.router.add_post("/v1/chat/completions", self._handle)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))  # a free port, known before the site serves on it
-        port = sock.getsockname()[1]
         await web.SockSite(runner, sock).start()
-
-        async def hold() -> None:  # verifiers' serving context is entered and left in this one task
-            try:
-                async with self.env.serving():
-                    ready.set_result(f"http://127.0.0.1:{port}/v1")
-                    await self._stop.wait()
-            except BaseException as exc:  # noqa: BLE001 - reported to whoever waits
-                if not ready.done():
-                    ready.set_exception(exc)
-            finally:
-                self._broken = True
-                await runner.cleanup()
-
-        self._holder = asyncio.ensure_future(hold())
-        return await ready
+        try:
+            async with self.env.serving():
+                yield f"http://127.0.0.1:{sock.getsockname()[1]}/v1"
+        finally:
+            await runner.cleanup()
 
     async def _handle(self, request: Any) -> Any:
         """A model request from verifiers: hand it to the env instance it names, answer with that instance's text."""
@@ -146,7 +127,7 @@ class VerifiersRuntime:
         if inbox is None:
             return web.json_response({"error": {"message": f"no steprl env instance {body.get('model')!r}"}},
                                      status=404)
-        reply: asyncio.Future = self._loop.create_future()
+        reply: asyncio.Future = asyncio.get_running_loop().create_future()
         self._pending.add(reply)
         inbox.put(("request", list(body.get("messages", [])), reply))
         try:
@@ -167,7 +148,7 @@ class VerifiersRuntime:
         ctx = vf.ModelContext(model=name, client=vf.EvalClientConfig(base_url=self.base_url,
                                                                         api_key_var="STEPRL_NO_API_KEY"),
                               sampling=vf.SamplingConfig())
-        return asyncio.run_coroutine_threadsafe(self._run_episode(task, ctx), self._loop)
+        return self._held.submit(self._run_episode(task, ctx))
 
     async def _run_episode(self, task: Any, ctx: Any) -> Any:
         me = asyncio.current_task()
@@ -179,15 +160,19 @@ class VerifiersRuntime:
 
     def answer(self, reply: asyncio.Future, text: str) -> None:
         """Answer a pending model request with `text` (thread-safe)."""
-        self._loop.call_soon_threadsafe(lambda: reply.done() or reply.set_result(text))
+        self._held.call_soon(lambda: reply.done() or reply.set_result(text))
+
+    def drop(self, reply: asyncio.Future) -> None:
+        """Abandon a pending model request (its episode was cancelled): its handler ends instead of waiting."""
+        self._held.call_soon(reply.cancel)
 
     def alive(self) -> bool:
         """False once the serving context ended."""
-        return not self._broken
+        return not self._held.ended
 
     def close(self) -> None:
         """Cancel running episodes and wait for them, leave verifiers' serving context, stop the endpoint and loop."""
-        async def shut_down() -> None:
+        async def cancel_episodes() -> None:
             for reply in list(self._pending):
                 reply.cancel()
             episodes = list(self._running)
@@ -195,18 +180,8 @@ class VerifiersRuntime:
                 t.cancel()
             if episodes:
                 await asyncio.wait(episodes, timeout=10)
-            if getattr(self, "_stop", None) is not None:
-                self._stop.set()
-                await asyncio.wait([self._holder], timeout=10)
 
-        if self._loop.is_running():
-            try:
-                asyncio.run_coroutine_threadsafe(shut_down(), self._loop).result(25)
-            except Exception:  # noqa: BLE001 - what will not close in time is abandoned with the daemon thread
-                log.warning("the verifiers env did not shut down in time; abandoned")
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(2)
-        self._broken = True
+        self._held.close(before=cancel_episodes)
 
 
 class VerifiersEnv(gym.Env):
@@ -253,6 +228,8 @@ class VerifiersEnv(gym.Env):
     def _cancel(self) -> None:
         if self._episode is not None and not self._episode.done():
             self._episode.cancel()
+        if self._reply is not None:
+            self.runtime.drop(self._reply)
         self._episode, self._reply = None, None
         while not self.inbox.empty():  # a cancelled episode's last events
             self.inbox.get_nowait()
