@@ -143,6 +143,9 @@ class RolloutPool:
         self._pending: Future | None = None
         self.last_play_s = 0.0
         """Wall seconds of the last `play` (inline: it runs inside `submit`, so waiting on it measures nothing)."""
+        self.micro_batches_done = 0
+        """Micro-batches returned since the pool was made (never reset): another thread reads a play's progress as
+        the difference from its value before the play, without a race against the play's start."""
         self._thread: ThreadPoolExecutor | None = None
         self._cancel = threading.Event()
         self._loading: dict[int, Any] = {}  # worker slot -> readiness ref of a replacement still loading
@@ -242,7 +245,9 @@ class RolloutPool:
 
     def _play_inline(self, mbs: list[list[EpisodeSpec]], k: int, greedy: bool) -> list[Trajectory]:
         """Micro-batch k on the in-process worker, retried like the Ray path (same limit, same outcomes)."""
-        return play_retrying(self.workers[0], mbs, k, self.version, self.cfg.max_retries, greedy)
+        out = play_retrying(self.workers[0], mbs, k, self.version, self.cfg.max_retries, greedy)
+        self.micro_batches_done += 1
+        return out
 
     def _play_ray(self, mbs: list[list[EpisodeSpec]], greedy: bool) -> list[Trajectory]:
         """Dispatch micro-batches to idle actors, replace dead ones, retry up to max_retries."""
@@ -292,6 +297,7 @@ class RolloutPool:
                 idle.append(w)
                 if self._retry(k, mbs, attempts, e):
                     results[k] = timed_out_episodes(mbs[k], self.version, attempts[k])
+                    self.micro_batches_done += 1
                 else:
                     queue.append(k)
                 continue
@@ -303,6 +309,7 @@ class RolloutPool:
                     )
                 continue
             results[k] = res
+            self.micro_batches_done += 1
         return [t for k in sorted(results) for t in results[k]]
 
     def _replace_worker(self, w: int) -> None:
