@@ -155,6 +155,16 @@ _HEAD_SPLIT_TYPES = ("llama", "qwen2", "qwen3", "mistral")
 """Model types whose logits are exactly lm_head(decoder(x)) (no logit scaling or soft-capping)."""
 
 
+def splits_head(model: torch.nn.Module) -> bool:
+    """Whether the model's logits are exactly lm_head(decoder(x)), so the head may run on chunks of positions."""
+    return getattr(getattr(model, "config", None), "model_type", "") in _HEAD_SPLIT_TYPES
+
+
+def chunk_positions(batch: int, vocab: int, chunk_elements: int = CHUNK_ELEMENTS) -> int:
+    """Sequence positions per LM-head chunk so that one chunk holds at most `chunk_elements` logits."""
+    return max(1, chunk_elements // max(1, batch * vocab))
+
+
 class TokenTerms(NamedTuple):
     """Per-target terms [B, T-1] of `token_terms`."""
 
@@ -207,8 +217,8 @@ def token_terms(
     position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
     B, T = tokens.shape
     vocab = model.get_output_embeddings().weight.shape[0] if hasattr(model, "get_output_embeddings") else 0
-    chunk = max(1, chunk_elements // max(1, B * vocab))
-    split = getattr(getattr(model, "config", None), "model_type", "") in _HEAD_SPLIT_TYPES
+    chunk = chunk_positions(B, vocab, chunk_elements)
+    split = splits_head(model)
     amp = torch.is_autocast_enabled(tokens.device.type)
     if not split or (chunk >= T - 1 and not amp):
         out = model(input_ids=tokens, attention_mask=attention_mask, position_ids=position_ids, use_cache=False)
@@ -221,7 +231,7 @@ def token_terms(
         e = min(T - 1, s + chunk)
 
         def terms(h: torch.Tensor, s: int = s, e: int = e) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-            return _chunk_terms(_head(head, h, amp), tokens[:, s + 1 : e + 1], filt)
+            return _chunk_terms(head_logits(head, h, amp), tokens[:, s + 1 : e + 1], filt)
 
         h = hidden[:, s:e]
         if torch.is_grad_enabled():
@@ -231,7 +241,7 @@ def token_terms(
     return TokenTerms(*(torch.cat([p[i] for p in parts], dim=1) for i in range(3)))
 
 
-def _head(head: torch.nn.Module, h: torch.Tensor, amp: bool) -> torch.Tensor:
+def head_logits(head: torch.nn.Module, h: torch.Tensor, amp: bool) -> torch.Tensor:
     """Logits of hidden states `h`; under autocast in float32 (h cast up, autocast off for the head)."""
     if not amp:
         return head(h)

@@ -8,8 +8,9 @@ Usage::
 
 The objectives built on these (exact reverse/forward KL, ce, sampled KL) are in
 `kl_objectives.py`; see docs/numerics.md#distillation. KLs are over the full vocabulary,
-in float32, at the positions that predict action tokens (env and tool tokens masked). For
-vocabularies above `FULL_VOCAB_MAX` the two [B, T, V] tensors get large: on-policy
+in float32, at the positions that predict action tokens (env and tool tokens masked), the LM heads
+run on chunks of positions (`kl_token_terms`). For vocabularies above `FULL_VOCAB_MAX` the full
+distributions still cost too much compute and memory: on-policy
 distillation then uses the sampled per-token advantage A_t = -clamp(log q(y_t) - log p_T(y_t))
 through the policy-gradient objective, whose expected gradient is the reverse-KL gradient
 (Agarwal et al. 2024, https://arxiv.org/abs/2306.13649; Thinking Machines, "On-Policy
@@ -20,13 +21,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from torch.utils.checkpoint import checkpoint
 
 from steprl.rollout.trajectory import Trajectory
 
-from .batch import Batch, collate, micro_batches, token_logprobs
+from .batch import (
+    CHUNK_ELEMENTS,
+    Batch,
+    chunk_positions,
+    collate,
+    head_logits,
+    micro_batches,
+    splits_head,
+    token_logprobs,
+)
 from .policy_gradient import trajectory_is_valid
 from .precision import model_device, to_device
 
@@ -60,6 +71,68 @@ def forward_kl_per_token(student_logits: torch.Tensor, teacher_logits: torch.Ten
     """KL(p || q) = sum_v p(v) (log p(v) - log q(v)) per position, float32, shape [...]."""
     log_q, log_p = _kl_terms(student_logits, teacher_logits, temperature)
     return (log_p.exp() * (log_p - log_q)).sum(-1)
+
+
+class KLTerms(NamedTuple):
+    """Per-target distillation terms [B, T-1], float32 (column t: the logit at t predicting token t+1)."""
+
+    reverse: torch.Tensor
+    """KL(q || p_T) of the student q to the teacher p_T."""
+    forward: torch.Tensor
+    """KL(p_T || q)."""
+    ce: torch.Tensor
+    """-log q(token t+1): the student's cross-entropy on the sequence's own tokens."""
+
+
+def _terms_of_logits(student_logits: torch.Tensor, teacher_logits: torch.Tensor, targets: torch.Tensor,
+                     temperature: float) -> KLTerms:
+    """`KLTerms` of logits [B, c, V] for targets [B, c]: one pair of log-softmaxes for all three."""
+    log_q, log_p = _kl_terms(student_logits, teacher_logits, temperature)
+    return KLTerms((log_q.exp() * (log_q - log_p)).sum(-1), (log_p.exp() * (log_p - log_q)).sum(-1),
+                   -log_q.gather(-1, targets[..., None]).squeeze(-1))
+
+
+def kl_token_terms(student: torch.nn.Module, teacher: torch.nn.Module, tokens: torch.Tensor,
+                   attention_mask: torch.Tensor, temperature: float = 1.0,
+                   chunk_elements: int = CHUNK_ELEMENTS) -> KLTerms:
+    """Reverse KL, forward KL and cross-entropy per target position, gradients to the student only.
+
+    Two [B, T, V] float32 logit tensors (and their log-softmaxes) would be most of a distillation step's
+    memory at a 49k vocabulary. For Llama/Qwen2-type models (`splits_head`) both LM heads therefore run on
+    chunks of positions holding at most `chunk_elements` logits each, re-computed in backward (activation
+    checkpointing), on the decoders' hidden states; a batch that fits one chunk takes the plain path, so small
+    models keep their exact bits. The teacher never gets gradients.
+    """
+    dev = model_device(student)  # batches are built on the CPU; the model may live on cuda
+    tokens, attention_mask = tokens.to(dev), attention_mask.to(dev)
+    B, T = tokens.shape
+    chunk = chunk_positions(B, vocab_size_of(student), chunk_elements)
+    if not (splits_head(student) and splits_head(teacher)) or chunk >= T - 1:
+        s_logits = logits_of(student, tokens, attention_mask)
+        with torch.no_grad():
+            t_logits = logits_of(teacher, tokens, attention_mask)
+        return _terms_of_logits(s_logits, t_logits, tokens[:, 1:], temperature)
+    amp = torch.is_autocast_enabled(dev.type)
+    position_ids = (attention_mask.cumsum(-1) - 1).clamp(min=0)
+    kw = {"input_ids": tokens, "attention_mask": attention_mask, "position_ids": position_ids, "use_cache": False}
+    hs = student.get_decoder()(**kw).last_hidden_state
+    with torch.no_grad():
+        ht = teacher.get_decoder()(**kw).last_hidden_state
+    s_head, t_head = student.get_output_embeddings(), teacher.get_output_embeddings()
+    parts = []
+    for s in range(0, T - 1, chunk):
+        e = min(T - 1, s + chunk)
+
+        def terms(h: torch.Tensor, s: int = s, e: int = e) -> KLTerms:
+            with torch.no_grad():
+                t_logits = head_logits(t_head, ht[:, s:e], amp).float()
+            return _terms_of_logits(head_logits(s_head, h, amp).float(), t_logits, tokens[:, s + 1 : e + 1],
+                                    temperature)
+
+        h = hs[:, s:e]
+        use_ckpt = torch.is_grad_enabled() and h.requires_grad
+        parts.append(checkpoint(terms, h, use_reentrant=False, preserve_rng_state=False) if use_ckpt else terms(h))
+    return KLTerms(*(torch.cat([p[i] for p in parts], dim=1) for i in range(3)))
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor, denom: float | None = None) -> torch.Tensor:
@@ -136,8 +209,7 @@ def reverse_kl_on(model_s: torch.nn.Module, model_t: torch.nn.Module, trajs: Seq
     try:
         for mb in micro_batches(batch, micro_batch):
             mb = to_device(mb, model_device(model_s))
-            kl = reverse_kl_per_token(logits_of(model_s, mb.tokens_BT, mb.attention_mask_BT),
-                                      logits_of(model_t, mb.tokens_BT, mb.attention_mask_BT), temperature)
+            kl = kl_token_terms(model_s, model_t, mb.tokens_BT, mb.attention_mask_BT, temperature).reverse
             total += float(masked_mean(kl, mb.action_mask_BT, denom=1.0))
     finally:
         model_s.train(was[0]), model_t.train(was[1])

@@ -27,10 +27,8 @@ from .guarded_optimizer import GuardedOptimizer
 from .kl import (
     FULL_VOCAB_MAX,
     collate_valid,
-    forward_kl_per_token,
-    logits_of,
+    kl_token_terms,
     masked_mean,
-    reverse_kl_per_token,
     token_advantages,
     use_full_vocab,
     vocab_size_of,
@@ -121,16 +119,8 @@ class ExactKL:
         for mb in micro_batches(batch, self.cfg.micro_batch):
             mb = to_device(mb, model_device(self.student))
             m = mb.action_mask_BT
-            s_logits = logits_of(self.student, mb.tokens_BT, mb.attention_mask_BT)
-            with torch.no_grad():
-                t_logits = logits_of(self.teacher, mb.tokens_BT, mb.attention_mask_BT)
-            rev = reverse_kl_per_token(s_logits, t_logits, temp)
-            fwd = forward_kl_per_token(s_logits, t_logits, temp)
-            if mode is DistillMode.CE:
-                logq = torch.log_softmax(s_logits / temp, -1)
-                per_token = -logq.gather(-1, mb.tokens_BT[:, 1:, None]).squeeze(-1)
-            else:
-                per_token = rev if mode is DistillMode.REVERSE else fwd
+            rev, fwd, ce = kl_token_terms(self.student, self.teacher, mb.tokens_BT, mb.attention_mask_BT, temp)
+            per_token = {DistillMode.REVERSE: rev, DistillMode.FORWARD: fwd, DistillMode.CE: ce}[mode]
             loss = self.cfg.kl_coef * masked_mean(per_token, m, denom=n)
             loss.backward()
             acc["loss"] += float(loss.detach())
