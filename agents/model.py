@@ -111,8 +111,16 @@ def load_model(path: str | Path) -> PreTrainedModel:
 def every_kth_layer(model: PreTrainedModel, k: int) -> PreTrainedModel:
     """A smaller copy of `model` keeping its decoder layers 0, k, 2k, ... (embeddings, final norm and head as
     they are): a distillation student that starts from what the teacher knows instead of from noise."""
+    return keep_layers(model, list(range(0, int(model.config.num_hidden_layers), k)))
+
+
+def keep_layers(model: PreTrainedModel, keep: list[int]) -> PreTrainedModel:
+    """A smaller copy of `model` with only the decoder layers `keep` (strictly increasing indices), renumbered
+    0..len(keep)-1; embeddings, final norm and head as they are. Raises ValueError naming an index out of range."""
     n = int(model.config.num_hidden_layers)
-    keep = list(range(0, n, k))
+    if not keep or any(b <= a for a, b in zip(keep, keep[1:])) or keep[0] < 0 or keep[-1] >= n:
+        raise ValueError(f"layers to keep must be strictly increasing indices in [0, {n}) (the model has {n} "
+                         f"decoder layers), got {keep}")
     config = copy.deepcopy(model.config)
     config.num_hidden_layers = len(keep)
     if getattr(config, "layer_types", None):

@@ -150,6 +150,11 @@ class DistillConfig:
     """k > 0: the student is the teacher with every k-th decoder layer kept (layers 0, k, 2k, ...; 2 halves a
     pretrained model) and `student`'s size fields are ignored; 0: the student is built from `student` (or loaded
     from `student.path`)."""
+    student_layers: list[int] | None = None
+    """The teacher's decoder layers the student keeps, in order, renumbered from 0 (set instead of
+    `student_from_teacher`). Removing one contiguous block of middle layers keeps more of a pretrained model than
+    every other layer: on SmolLM2 (30 layers) keeping 0-5 and 21-29 starts at a forward KL of ~4.9 nats/token to
+    the teacher, every other layer at ~12.5. null: not used."""
 
     def check(self) -> list[tuple[str, str]]:
         """Return (field, problem) pairs for impossible values."""
@@ -173,6 +178,15 @@ class DistillConfig:
                         f"got {self.student_from_teacher}"))
         if self.student_from_teacher and self.student.path is not None:
             out.append(("student_from_teacher", "set together with student.path: choose one source for the student"))
+        if self.student_layers is not None:
+            layers = list(self.student_layers)
+            if not layers or any(not isinstance(i, int) or i < 0 for i in layers) or any(
+                    b <= a for a, b in zip(layers, layers[1:])):
+                out.append(("student_layers", f"expected a non-empty, strictly increasing list of layer indices >= 0, "
+                            f"got {layers}"))
+            if self.student_from_teacher or self.student.path is not None:
+                out.append(("student_layers", "set together with student_from_teacher or student.path: choose one "
+                            "source for the student"))
         if self.student_warmup_lr is not None and not self.student_warmup_lr > 0:
             out.append(("student_warmup_lr", f"expected > 0 (or null: warmup.lr), got {self.student_warmup_lr}"))
         if self.full_vocab_max <= 0:

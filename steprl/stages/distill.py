@@ -30,7 +30,7 @@ from steprl.agents.chat import make_turn_format
 from steprl.agents.config import LoraConfig
 from steprl.agents.device import resolve_device
 from steprl.agents.lora import base_identity, is_lora, merged_copy
-from steprl.agents.model import count_parameters, every_kth_layer, load_model
+from steprl.agents.model import count_parameters, keep_layers, load_model
 from steprl.agents.policy import (
     BaseSource,
     Policy,
@@ -122,9 +122,9 @@ def build_student(cfg: Config, teacher: Policy) -> Policy:
         _same_tokenizer(tok, load_tokenizer(cfg.tokenizer.path), f"tokenizer.path {cfg.tokenizer.path}")
     scfg = cfg.distill.student
     source = None  # where a LoRA student's base comes from (None: cut from the teacher, saved beside its adapter)
-    if cfg.distill.student_from_teacher:  # a LoRA teacher's layers are cut with its adapter merged
-        model = every_kth_layer(merged_copy(teacher.model) if is_lora(teacher.model) else teacher.model,
-                                cfg.distill.student_from_teacher)
+    layers = student_layers(cfg, teacher.model)
+    if layers is not None:  # a LoRA teacher's layers are cut with its adapter merged
+        model = keep_layers(merged_copy(teacher.model) if is_lora(teacher.model) else teacher.model, layers)
     elif scfg.path is not None:
         model = load_model(scfg.path)
         if any((Path(scfg.path) / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json")):
@@ -144,11 +144,26 @@ def build_student(cfg: Config, teacher: Policy) -> Policy:
     return with_lora(student, scfg.lora, derive(cfg.run.seed, "lora", 1), source)
 
 
+def student_layers(cfg: Config, teacher: torch.nn.Module) -> list[int] | None:
+    """The teacher's layers a cut student keeps (`distill.student_layers`, or every k-th), None when it is not cut;
+    SteprlError naming the field when an index is beyond the teacher's layers."""
+    n = int(teacher.config.num_hidden_layers)
+    if cfg.distill.student_layers is not None:
+        layers = [int(i) for i in cfg.distill.student_layers]
+        if layers[-1] >= n:
+            raise SteprlError(f"distill.student_layers: the teacher has {n} decoder layers (indices 0-{n - 1}), "
+                              f"got index {layers[-1]}")
+        return layers
+    return list(range(0, n, cfg.distill.student_from_teacher)) if cfg.distill.student_from_teacher else None
+
+
 def student_section(cfg: Config, teacher_fingerprint: str) -> dict[str, Any]:
     """What the student starts as, for the warm-up cache key: `distill.student`, or (student_from_teacher) which
     layers of which exact teacher weights it copies; the teacher's warm-up key alone would not tell RL apart."""
-    if cfg.distill.student_from_teacher:
-        return {"from_teacher_every": cfg.distill.student_from_teacher, "teacher": teacher_fingerprint,
+    if cfg.distill.student_from_teacher or cfg.distill.student_layers is not None:
+        cut = ({"from_teacher_layers": [int(i) for i in cfg.distill.student_layers]}
+               if cfg.distill.student_layers is not None else {"from_teacher_every": cfg.distill.student_from_teacher})
+        return {**cut, "teacher": teacher_fingerprint,
                 **({"lora": to_dict(cfg)["distill"]["student"]["lora"]} if cfg.distill.student.lora.enabled else {})}
     return to_dict(cfg)["distill"]["student"]
 

@@ -132,3 +132,22 @@ def test_every_kth_layer_keeps_the_teachers_layers_and_everything_else(arch):
     with torch.no_grad():
         assert torch.equal(every_kth_layer(teacher, 1)(ids).logits, teacher(ids).logits)
         assert not torch.equal(student(ids).logits, teacher(ids).logits)
+
+
+def test_keep_layers_copies_the_named_layers_in_order_and_refuses_bad_lists():
+    """`distill.student_layers`: a contiguous middle block removed (here layers 1-2 of 5), the rest copied."""
+    from steprl.agents.model import keep_layers
+
+    teacher = build_model(ModelConfig(**{**TINY.__dict__, "layers": 5}), 50, seed=3)
+    student = keep_layers(teacher, [0, 3, 4])
+    assert student.config.num_hidden_layers == 3
+    t_state, s_state = teacher.state_dict(), student.state_dict()
+    for new, old in enumerate((0, 3, 4)):
+        for key in (k for k in s_state if f".layers.{new}." in k):
+            assert torch.equal(s_state[key], t_state[key.replace(f".layers.{new}.", f".layers.{old}.")]), key
+    ids = torch.tensor([[1, 5, 9, 13, 2]])
+    with torch.no_grad():
+        assert torch.equal(keep_layers(teacher, list(range(5)))(ids).logits, teacher(ids).logits)
+    for bad in ([], [2, 1], [0, 0], [0, 5], [-1, 2]):
+        with pytest.raises(ValueError, match="strictly increasing indices in \\[0, 5\\)"):
+            keep_layers(teacher, bad)

@@ -109,3 +109,20 @@ def test_a_user_env_trains_with_the_preset_and_dry_run_shows_stages_tasks_and_sc
     out = capsys.readouterr().out
     assert "ray executor: 1000 micro-batches of 8 queued; 3 actors each take the next when idle" in out
     assert "... 7936 more episodes" in out and len(out.splitlines()) < 300  # config + 64 episodes + topology
+
+
+def test_student_layers_beyond_the_teacher_or_malformed_are_refused_before_any_work(tmp_path, capsys):
+    distill = ("stages=[warmup,rl,distill,eval]",)
+    err = _refused(tmp_path, capsys, *distill, "distill.student_layers=[0,3]")
+    assert "distill.student_layers names layer 3, but the teacher has 1 decoder layers (indices 0-0)" in err
+    assert "strictly increasing" in _refused(tmp_path, capsys, *distill, "distill.student_layers=[0,0]")
+    assert "choose one source" in _refused(tmp_path, capsys, *distill, "distill.student_layers=[0]",
+                                           "distill.student_from_teacher=2")
+
+
+def test_the_packaged_gguf_teachers_layers_are_read_without_loading_it():
+    from steprl.run.loop.preflight import student_layer_problem, teacher_layer_count
+
+    cfg = load_config("smollm2", ["distill.student_from_teacher=0", "distill.student_layers=[0,5,30]"])
+    assert teacher_layer_count(cfg, standalone_distill=False) == 30  # SmolLM2-135M: 30 decoder layers
+    assert "names layer 30, but the teacher has 30 decoder layers (indices 0-29)" in student_layer_problem(cfg, False)

@@ -9,7 +9,9 @@ cluster; `run.device=cuda` needs a GPU. Sizes were bounded when the config was l
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any
 
 from steprl.config import Config
@@ -116,6 +118,56 @@ def adapter_problems(cfg: Config) -> list[str]:
     return out
 
 
+def _layers_in(model_dir: Path) -> int | None:
+    """num_hidden_layers of a save_pretrained directory's config.json (None when it is not one)."""
+    try:
+        return int(json.loads((model_dir / "config.json").read_text())["num_hidden_layers"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def teacher_layer_count(cfg: Config, standalone_distill: bool) -> int | None:
+    """Decoder layers of the distillation teacher, read without loading it (None when that cannot be told cheaply:
+    the stage then checks it on the loaded model). Inside `train` the teacher is `model`; standalone, the newest
+    checkpoint of `distill.teacher` (or that directory itself)."""
+    if standalone_distill:
+        if cfg.distill.teacher is None:
+            return None
+        root = Path(cfg.distill.teacher)
+        ckpts = sorted((root / "checkpoints").glob("step_*/model")) if (root / "checkpoints").is_dir() else []
+        for d in (*reversed(ckpts), root / "model", root):
+            n = _layers_in(d)
+            if n is not None:
+                return n
+        return None
+    if cfg.model.path is None:
+        return int(cfg.model.layers)
+    from steprl.agents.model_source import gguf_path, is_gguf_source
+
+    if not is_gguf_source(cfg.model.path):
+        return _layers_in(Path(cfg.model.path))
+    try:
+        from gguf import GGUFReader
+
+        reader = GGUFReader(str(gguf_path(cfg.model.path)))
+        arch = bytes(reader.fields["general.architecture"].parts[-1]).decode()
+        return int(reader.fields[f"{arch}.block_count"].parts[-1][0])
+    except Exception:  # noqa: BLE001  (no gguf library or an unusual file: the stage checks the loaded model)
+        return None
+
+
+def student_layer_problem(cfg: Config, standalone_distill: bool) -> str | None:
+    """`distill.student_layers` naming a layer the teacher does not have."""
+    if "distill" not in cfg.stages and not standalone_distill or cfg.distill.student_layers is None:
+        return None
+    n = teacher_layer_count(cfg, standalone_distill)
+    top = max(int(i) for i in cfg.distill.student_layers)
+    if n is not None and top >= n:
+        return (f"distill.student_layers names layer {top}, but the teacher has {n} decoder layers "
+                f"(indices 0-{n - 1})")
+    return None
+
+
 def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     """Raise ConfigError (one line) for the first thing this run would fail on; builds the env once."""
     from steprl.run.reporting.trackers import check_installed
@@ -131,6 +183,9 @@ def check_run(cfg: Config, standalone_distill: bool = False) -> None:
     problems += model_source_problems(cfg)
     if not problems:  # the model sources are readable: their layers can be listed
         problems += adapter_problems(cfg)
+        bad_layers = student_layer_problem(cfg, standalone_distill)
+        if bad_layers:
+            problems.append(bad_layers)
     env = build_env(cfg.env.id, dict(cfg.env.kwargs))
     try:
         problems += env_problems(cfg, env)
