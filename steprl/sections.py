@@ -150,6 +150,9 @@ class DistillConfig:
     """k > 0: the student is the teacher with every k-th decoder layer kept (layers 0, k, 2k, ...; 2 halves a
     pretrained model) and `student`'s size fields are ignored; 0: the student is built from `student` (or loaded
     from `student.path`)."""
+    kl_episodes: int = 0
+    """Held-out episodes the student samples to measure its reverse KL to the teacher, before and after (the
+    first this many of the eval seeds); 0: all `eval.episodes`. Success is always measured on all of them."""
     student_layers: list[int] | None = None
     """The teacher's decoder layers the student keeps, in order, renumbered from 0 (set instead of
     `student_from_teacher`). Removing one contiguous block of middle layers keeps more of a pretrained model than
@@ -171,6 +174,8 @@ class DistillConfig:
                 out.append((name, f"expected > 0, got {getattr(self, name)}"))
         if self.kl_coef < 0:
             out.append(("kl_coef", f"expected >= 0, got {self.kl_coef}"))
+        if self.kl_episodes < 0:
+            out.append(("kl_episodes", f"expected >= 0 (0: all eval.episodes), got {self.kl_episodes}"))
         if self.student_warmup_steps < 0:
             out.append(("student_warmup_steps", f"expected >= 0, got {self.student_warmup_steps}"))
         if self.student_from_teacher < 0:

@@ -189,6 +189,27 @@ def test_student_pools_start_after_the_student_warm_up(tmp_path, teacher_run, mo
     distill_from_config(_cfg(tmp_path, teacher_run, "distill.steps=1", "distill.student_warmup_steps=3"))
     assert events == ["warm_up", "pool", "pool"], events  # the student's pool, then the teacher's (standalone)
 
+def test_the_kl_is_sampled_on_kl_episodes_and_success_on_all_eval_episodes(tmp_path, teacher_run, monkeypatch):
+    """`distill.kl_episodes`: the student's sampled episodes for its reverse KL are the first k held-out seeds;
+    its greedy success still counts every `eval.episodes` seed."""
+    import steprl.stages.distill as distill
+
+    plays: list[tuple[int, bool, list[int]]] = []
+    real = distill.evaluate
+
+    def spy(pool, model, name, held_out, greedy=None):
+        plays.append((held_out.episodes, held_out.greedy if greedy is None else greedy,
+                      [s.env_seed for s in held_out.specs()]))
+        return real(pool, model, name, held_out, greedy)
+
+    monkeypatch.setattr(distill, "evaluate", spy)
+    result = distill_from_config(_cfg(tmp_path, teacher_run, "distill.steps=1", "eval.episodes=16",
+                                      "eval.micro_batch=8", "distill.kl_episodes=4"))
+    assert [(n, g) for n, g, _ in plays] == [(16, True), (4, False), (16, True), (4, False)]  # before, after
+    assert plays[1][2] == plays[0][2][:4]  # the KL's episodes are the first 4 of the success episodes
+    assert result["eval_episodes"] == 16 and result["kl_after"] > 0
+
+
 def test_train_with_distill_and_eval_stages_prints_teacher_and_student_side_by_side(tmp_path, capsys):
     rc = main(
         [
