@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
 import sys
 
 
@@ -61,10 +60,9 @@ def main() -> None:
     if a.variant:
         sys.stdout.write(json.dumps(_run(a.variant, a.vocab, a.batch, a.seq)) + "\n")
         return
-    for v in ("whole", "chunked"):
-        cmd = [sys.executable, __file__, "--variant", v, "--vocab", str(a.vocab), "--batch", str(a.batch),
-               "--seq", str(a.seq)]
-        sys.stdout.write(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
+    from logprob_memory import run_variants  # bench/ is on sys.path when a script of it runs
+
+    run_variants(__file__, a)
 
 
 if __name__ == "__main__":

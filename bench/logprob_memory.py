@@ -62,8 +62,14 @@ def main() -> None:
     if a.variant:
         sys.stdout.write(json.dumps(_run(a.variant, a.vocab, a.batch, a.seq)) + "\n")
         return
+    run_variants(__file__, a)
+
+
+def run_variants(script: str, a: argparse.Namespace) -> None:
+    """`script --variant whole` then `--variant chunked` (same --vocab/--batch/--seq), each in its own process so
+    one variant's allocations cannot hide the other's; their JSON lines go to stdout."""
     for v in ("whole", "chunked"):
-        cmd = [sys.executable, __file__, "--variant", v, "--vocab", str(a.vocab), "--batch", str(a.batch),
+        cmd = [sys.executable, script, "--variant", v, "--vocab", str(a.vocab), "--batch", str(a.batch),
                "--seq", str(a.seq)]
         sys.stdout.write(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout)
 

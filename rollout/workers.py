@@ -296,8 +296,7 @@ class RolloutPool:
             except ray.exceptions.RayTaskError as e:
                 idle.append(w)
                 if self._retry(k, mbs, attempts, e):
-                    results[k] = timed_out_episodes(mbs[k], self.version, attempts[k])
-                    self.micro_batches_done += 1
+                    self._deliver(results, k, timed_out_episodes(mbs[k], self.version, attempts[k]))
                 else:
                     queue.append(k)
                 continue
@@ -308,9 +307,13 @@ class RolloutPool:
                         f"micro-batch {k} returned twice with different trajectories: determinism is broken"
                     )
                 continue
-            results[k] = res
-            self.micro_batches_done += 1
+            self._deliver(results, k, res)
         return [t for k in sorted(results) for t in results[k]]
+
+    def _deliver(self, results: dict[int, list[Trajectory]], k: int, trajs: list[Trajectory]) -> None:
+        """Micro-batch k's final trajectories, counted in `micro_batches_done`."""
+        results[k] = trajs
+        self.micro_batches_done += 1
 
     def _replace_worker(self, w: int) -> None:
         """Put a fresh actor (with the current weights) in slot `w` of a dead or killed one.
